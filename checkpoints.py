@@ -1,0 +1,172 @@
+"""Atomic, resumable checkpoints in a backend-neutral format.
+
+A checkpoint is a folder ``RUN/checkpoints/ckpt-00001234/`` holding
+
+    generator.weights.h5      Keras weight files (readable under any backend)
+    discriminator.weights.h5
+    training_state.npz        both optimizers' variables and the dropout RNG
+                              states, as plain numpy arrays
+    state.json                step, epoch, architecture, names of the arrays
+
+It is written into a temporary sibling folder and renamed into place only
+when complete, so a kill at any moment (even mid-save) leaves the previous
+checkpoint whole; ``latest_checkpoint`` ignores unfinished folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^ckpt-(\d{8})$")
+STATE_FILE = "state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used for this run; the message names it."""
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _seed_states(model) -> list:
+    """Dropout (and other) RNG state variables, which weight files do not hold."""
+    return [variable for variable in model.variables if "seed_generator_state" in variable.path]
+
+
+def _optimizer_arrays(optimizer) -> list[np.ndarray]:
+    return [np.asarray(variable.numpy()) for variable in optimizer.variables]
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as (step, folder), oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = _NAME.match(entry.name)
+        if match and (entry / STATE_FILE).is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(run_dir, step: int, epoch: int, generator, discriminator, g_optimizer, d_optimizer,
+                    meta: dict, keep: int = 3) -> Path:
+    """Write a complete checkpoint for ``step`` atomically; keep the newest ``keep``."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"ckpt-{step:08d}"
+    staging = folder / f".ckpt-{step:08d}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+
+    generator.save_weights(staging / "generator.weights.h5")
+    discriminator.save_weights(staging / "discriminator.weights.h5")
+    arrays = {}
+    for prefix, optimizer in (("g_optimizer", g_optimizer), ("d_optimizer", d_optimizer)):
+        for index, value in enumerate(_optimizer_arrays(optimizer)):
+            arrays[f"{prefix}/{index:04d}"] = value
+    for prefix, model in (("g_seed", generator), ("d_seed", discriminator)):
+        for index, variable in enumerate(_seed_states(model)):
+            arrays[f"{prefix}/{index:04d}"] = np.asarray(variable.numpy())
+    np.savez(staging / "training_state.npz", **arrays)
+    state = dict(meta, step=int(step), epoch=int(epoch), saved_at=time.time(),
+                 g_optimizer_variables=[v.path for v in g_optimizer.variables],
+                 d_optimizer_variables=[v.path for v in d_optimizer.variables])
+    (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    _fsync_tree(staging)
+
+    if final.exists():  # same step saved twice (e.g. Ctrl-C right after a save)
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in folder.glob(".ckpt-*.partial-*"):  # from runs killed mid-save
+        if leftover != staging:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return final
+
+
+def read_state(checkpoint: Path) -> dict:
+    try:
+        return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{checkpoint}: unreadable {STATE_FILE} ({exc})") from exc
+
+
+def _assign(variables, arrays: list, what: str, checkpoint: Path) -> None:
+    if len(variables) != len(arrays):
+        raise CheckpointError(
+            f"{checkpoint}: {what} has {len(arrays)} arrays but this model needs {len(variables)}; "
+            "the checkpoint comes from a different architecture or size"
+        )
+    for variable, value in zip(variables, arrays):
+        if tuple(variable.shape) != tuple(value.shape):
+            raise CheckpointError(
+                f"{checkpoint}: {what} variable {variable.path} has shape {tuple(value.shape)} "
+                f"in the checkpoint but {tuple(variable.shape)} in this model"
+            )
+        variable.assign(value)
+
+
+def restore_checkpoint(checkpoint, generator, discriminator=None, g_optimizer=None, d_optimizer=None,
+                       expect: dict | None = None) -> dict:
+    """Load a checkpoint into built models (and optimizers); return its state.json.
+
+    ``expect`` (e.g. {"arch": "dcgan", "image_size": 64}) is checked against
+    what the checkpoint recorded before anything is loaded.
+    """
+    checkpoint = Path(checkpoint)
+    state = read_state(checkpoint)
+    for key, wanted in (expect or {}).items():
+        if state.get(key) != wanted:
+            raise CheckpointError(
+                f"{checkpoint} was saved with {key}={state.get(key)!r}, but this run needs {key}={wanted!r}"
+            )
+    pairs = [("generator", generator), ("discriminator", discriminator)]
+    for name, model in pairs:
+        if model is None:
+            continue
+        try:
+            with warnings.catch_warnings():
+                # Keras only warns when a saved layer is missing and keeps fresh weights.
+                warnings.simplefilter("error")
+                model.load_weights(checkpoint / f"{name}.weights.h5")
+        except (ValueError, OSError, KeyError, Warning) as exc:
+            raise CheckpointError(
+                f"{checkpoint}: cannot load {name}.weights.h5 into this {name} ({exc}); "
+                "it was saved by a different architecture or image size"
+            ) from exc
+    if g_optimizer is None and d_optimizer is None:
+        return state
+    with np.load(checkpoint / "training_state.npz") as stored:
+
+        def group(prefix: str) -> list:
+            return [stored[key] for key in sorted(key for key in stored.files if key.startswith(prefix + "/"))]
+
+        for prefix, optimizer, model in (("g_optimizer", g_optimizer, generator),
+                                         ("d_optimizer", d_optimizer, discriminator)):
+            if optimizer is not None:
+                optimizer.build(model.trainable_variables)
+                _assign(optimizer.variables, group(prefix), prefix, checkpoint)
+        for prefix, model in (("g_seed", generator), ("d_seed", discriminator)):
+            if model is not None:
+                _assign(_seed_states(model), group(prefix), prefix, checkpoint)
+    return state

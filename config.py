@@ -1,0 +1,160 @@
+"""The one configuration object of a training run.
+
+A ``TrainConfig`` is filled from the CLI flags (train.py) or the notebook's
+widgets, validated once (``validate`` raises ConfigError naming the field),
+and saved as ``config.json`` in the run folder; resume and generate read it
+back from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelscript import ARCHITECTURES, IMAGE_SIZES, default_latent_dim
+
+CONFIG_FILE = "config.json"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass
+class TrainConfig:
+    # --- data
+    data_dir: str | None = None  # folder holding keras_png_slices_*; None with demo=True
+    demo: bool = False  # build (once) and use the demo cohort instead of data_dir
+    demo_root: str = "data/demo"  # where the demo cohort is written
+    demo_subjects: int = 48  # demo cohort size (32 slices each; OASIS has 354 subjects)
+    splits: tuple = ("train", "validate", "test")  # seed 000 trained on all three
+    limit: int | None = None  # use only the first N images (quick trials)
+    # --- model
+    arch: str = "dcgan"  # "dcgan" (seed 000), "dcgan-classic" (Radford et al.)
+    image_size: int = 64  # 64 trains in minutes on a CPU; 256 is OASIS's size (GPU)
+    latent_dim: int | None = None  # None: the architecture's default (256 / 100)
+    # --- optimisation
+    batch_size: int = 32  # seeds used 10-64; drop_remainder keeps shapes fixed
+    epochs: int | None = None  # passes over the data; or give steps instead
+    steps: int | None = None  # total generator updates; overrides epochs
+    g_learning_rate: float = 2e-4  # seeds 000/001: G 2e-4
+    d_learning_rate: float = 1e-4  # seeds 000/001: D 1e-4 so D does not run away
+    beta_1: float = 0.5  # Radford et al.; 0.9 (Adam's default) is less stable for GANs
+    beta_2: float = 0.999
+    flip: bool = True  # random left-right flips (seed 002): hemispheres are near-symmetric
+    # --- bookkeeping
+    seed: int = 0  # one seed makes a CPU run reproducible
+    log_every: int = 10  # steps per history.csv row (losses averaged over them)
+    sample_every: int = 100  # steps per sample grid from the fixed latents
+    checkpoint_every: int = 100  # steps per checkpoint (also at the end and on Ctrl-C)
+    keep_checkpoints: int = 3  # how many recent checkpoints to keep
+    sample_grid: int = 36  # images in each sample grid (a square number looks best)
+    deterministic: bool = False  # enable TF op determinism (bit-exact CPU reruns, slower on GPU)
+    extra: dict = field(default_factory=dict)  # free-form notes kept with the run
+
+    @property
+    def resolved_latent_dim(self) -> int:
+        return self.latent_dim if self.latent_dim is not None else default_latent_dim(self.arch)
+
+    def validate(self) -> "TrainConfig":
+        """Check every field; raise ConfigError naming the first bad one."""
+
+        def positive_int(name: str, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+        def unit_interval(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(name, f"must be a number in [0, 1), got {value!r}")
+
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError("arch", f"must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if self.arch == "stylegan":
+            raise ConfigError("arch", "'stylegan' is not available yet; use 'dcgan' or 'dcgan-classic'")
+        if self.image_size not in IMAGE_SIZES:
+            raise ConfigError("image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size!r}")
+        if not self.demo and not self.data_dir:
+            raise ConfigError("data_dir", "give a data folder, or use the demo cohort (demo=True / --demo)")
+        if self.demo and self.data_dir:
+            raise ConfigError("data_dir", "give either a data folder or demo=True (--demo), not both")
+        for name in ("batch_size", "demo_subjects", "log_every", "sample_every", "checkpoint_every",
+                     "keep_checkpoints", "sample_grid"):
+            positive_int(name)
+        for name in ("latent_dim", "epochs", "steps", "limit"):
+            positive_int(name, allow_none=True)
+        if self.epochs is None and self.steps is None:
+            raise ConfigError("epochs", "give the training length as epochs or steps")
+        if self.demo_subjects < 3:
+            raise ConfigError("demo_subjects", f"must be at least 3 (one subject per split), got {self.demo_subjects}")
+        for name in ("g_learning_rate", "d_learning_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ConfigError(name, f"must be a number in (0, 1), got {value!r}")
+        unit_interval("beta_1")
+        unit_interval("beta_2")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")
+        splits = (self.splits,) if isinstance(self.splits, str) else tuple(self.splits)
+        if not splits or any(split not in ("train", "validate", "test") for split in splits):
+            raise ConfigError("splits", f"must be a non-empty subset of ('train', 'validate', 'test'), got {self.splits!r}")
+        self.splits = splits
+        return self
+
+    def total_steps(self, n_images: int) -> int:
+        """Generator updates in the whole run, from steps or from epochs."""
+        if self.steps is not None:
+            return self.steps
+        return self.epochs * self.steps_per_epoch(n_images)
+
+    def steps_per_epoch(self, n_images: int) -> int:
+        if n_images < self.batch_size:
+            raise ConfigError(
+                "batch_size", f"{self.batch_size} is larger than the data set ({n_images} images); lower it"
+            )
+        return n_images // self.batch_size
+
+    # --- persistence
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["splits"] = list(self.splits)
+        return values
+
+    def save(self, run_dir) -> Path:
+        path = Path(run_dir) / CONFIG_FILE
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {item.name for item in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"is not a setting of this version (known: {sorted(known)})")
+        values = dict(values)
+        if "splits" in values:
+            values["splits"] = tuple(values["splits"])
+        return cls(**values)
+
+    @classmethod
+    def load(cls, run_dir) -> "TrainConfig":
+        path = Path(run_dir) / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {run_dir} is not a run folder made by train.py")
+        try:
+            values = json.loads(path.read_text())
+        except ValueError as exc:
+            raise ConfigError("config.json", f"{path} is not valid JSON ({exc})") from exc
+        return cls.from_dict(values)

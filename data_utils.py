@@ -1,0 +1,308 @@
+"""Read and write OASIS-style brain MRI slices.
+
+Tensor conventions (shared by every module of the project):
+    images in memory are float32, channels-last ``(N, H, W, 1)``, values in
+    [-1, 1] (a PNG value ``u`` in 0..255 becomes ``u / 127.5 - 1``).
+
+The preprocessed OASIS set ("keras_png_slices_data") looks like::
+
+    keras_png_slices_data/
+        keras_png_slices_train/      case_001_slice_0.nii.png ...
+        keras_png_slices_validate/
+        keras_png_slices_test/
+
+``load_oasis`` reads any folder laid out like that (real OASIS, or the demo
+cohort that ``make_demo_dataset`` writes) into one array.  Decoding runs on a
+thread pool straight into a preallocated buffer, so peak memory stays near
+1.25x the final array, and a cache makes a second load of an unchanged folder
+near-instant.  This module knows nothing of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+SPLITS = ("train", "validate", "test")
+SPLIT_FOLDER = "keras_png_slices_{}"
+DATASET_FOLDER = "keras_png_slices_data"
+# Bump when the decoding below changes, so old cache files are not reused.
+LOADER_VERSION = 2
+CONVERT_CHUNK = 256  # images converted uint8 -> float32 at a time
+
+
+class DataError(ValueError):
+    """Input data that cannot be used; the message names the file or folder."""
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``case_2_slice_10`` after ``case_2_slice_9``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def resolve_data_dir(data_dir) -> Path:
+    """Return the folder that holds the ``keras_png_slices_*`` folders.
+
+    Accepts that folder itself or its parent (the folder the OASIS zip was
+    unpacked into).
+    """
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"data folder {path} does not exist; pass the folder that holds "
+            f"{SPLIT_FOLDER.format('train')}/ (usually '{DATASET_FOLDER}')"
+        )
+    def holds_splits(folder: Path) -> bool:
+        return any((folder / SPLIT_FOLDER.format(split)).is_dir() for split in SPLITS)
+
+    if holds_splits(path):
+        return path
+    if holds_splits(path / DATASET_FOLDER):
+        return path / DATASET_FOLDER
+    if path.name.startswith(SPLIT_FOLDER.format("")):
+        raise DataError(
+            f"{path} is a single split folder; pass its parent {path.parent}, "
+            f"which holds the {SPLIT_FOLDER.format('*')} folders"
+        )
+    raise DataError(
+        f"{path} holds no {SPLIT_FOLDER.format('*')} folders; expected "
+        f"{SPLIT_FOLDER.format('train')}/, {SPLIT_FOLDER.format('validate')}/ "
+        f"and {SPLIT_FOLDER.format('test')}/ inside it"
+    )
+
+
+def list_slice_files(data_dir, splits=SPLITS) -> list[Path]:
+    """PNG files of the given splits, split by split, each in natural order."""
+    if isinstance(splits, str):
+        splits = (splits,)
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown or not splits:
+        raise DataError(f"splits must be a non-empty subset of {SPLITS}, got {tuple(splits)}")
+    root = resolve_data_dir(data_dir)
+    files: list[Path] = []
+    for split in splits:
+        folder = root / SPLIT_FOLDER.format(split)
+        if not folder.is_dir():
+            raise DataError(f"split folder {folder} does not exist (asked for split '{split}')")
+        pngs = sorted(
+            (entry for entry in folder.iterdir() if entry.suffix.lower() == ".png" and entry.is_file()),
+            key=lambda entry: natural_key(entry.name),
+        )
+        if not pngs:
+            raise DataError(f"split folder {folder} holds no .png files")
+        files.extend(pngs)
+    return files
+
+
+def _to_uint8_gray(image: Image.Image) -> np.ndarray:
+    """Any PIL image mode -> 2-D uint8 grayscale (16-bit scaled, alpha over black)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        # PNGs are at most 16 bits deep; PIL opens 16-bit grayscale as I or I;16.
+        return np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(black, rgba)
+    if image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _fit_square(pixels: np.ndarray, image_size: int) -> np.ndarray:
+    """Pad a non-square slice to a square (centred, black) and resize to image_size."""
+    height, width = pixels.shape
+    if height != width:
+        side = max(height, width)
+        square = np.zeros((side, side), dtype=np.uint8)
+        top, left = (side - height) // 2, (side - width) // 2
+        square[top : top + height, left : left + width] = pixels
+        pixels = square
+    if pixels.shape[0] != image_size:
+        shrinking = pixels.shape[0] > image_size
+        resample = Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC
+        pixels = np.asarray(Image.fromarray(pixels).resize((image_size, image_size), resample))
+    return pixels
+
+
+def read_slice(path, image_size: int = 256) -> np.ndarray:
+    """Read one PNG as a ``(image_size, image_size)`` uint8 array.
+
+    RGB/RGBA/palette images become grayscale, 16-bit images are scaled to 8
+    bits, and other sizes are padded to a square and resized.  A file that is
+    not a readable image raises DataError naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            pixels = _to_uint8_gray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: not a readable PNG image ({exc})") from exc
+    if pixels.ndim != 2 or min(pixels.shape) == 0:
+        raise DataError(f"{path}: expected a 2-D grayscale slice, got shape {pixels.shape}")
+    return _fit_square(pixels, image_size)
+
+
+def default_cache_dir() -> Path:
+    """Where decoded datasets are cached: $OASIS_GAN_CACHE, else ~/.cache/oasis_gan."""
+    configured = os.environ.get("OASIS_GAN_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "oasis_gan"
+
+
+def _cache_key(files: list[Path], image_size: int) -> str:
+    """Hash of every file's path, size and modification time, and the settings."""
+    digest = hashlib.sha256(json.dumps({"version": LOADER_VERSION, "size": image_size}).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _read_all(files: list[Path], image_size: int, workers: int | None, progress: bool) -> np.ndarray:
+    """Decode every file in parallel into one preallocated uint8 array."""
+    pixels = np.empty((len(files), image_size, image_size), dtype=np.uint8)
+
+    def decode_into(index: int) -> None:
+        pixels[index] = read_slice(files[index], image_size)
+
+    workers = workers or min(32, (os.cpu_count() or 1) + 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = pool.map(decode_into, range(len(files)))
+        if progress:
+            from tqdm.auto import tqdm
+
+            jobs = tqdm(jobs, total=len(files), desc="decoding PNGs", unit="img")
+        for _ in jobs:  # re-raises the first DataError, naming its file
+            pass
+    return pixels
+
+
+def _write_cache(path: Path, pixels: np.ndarray) -> None:
+    """Write the cache atomically; a cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            np.save(handle, pixels)
+        os.replace(handle.name, path)
+    except OSError:
+        try:
+            os.unlink(handle.name)
+        except (OSError, UnboundLocalError):
+            pass
+
+
+def to_float_images(pixels: np.ndarray) -> np.ndarray:
+    """uint8 ``(N, H, W)`` -> float32 ``(N, H, W, 1)`` in [-1, 1], converted in chunks."""
+    images = np.empty(pixels.shape + (1,), dtype=np.float32)
+    for start in range(0, len(pixels), CONVERT_CHUNK):
+        chunk = pixels[start : start + CONVERT_CHUNK].astype(np.float32)
+        images[start : start + CONVERT_CHUNK, ..., 0] = chunk / np.float32(127.5) - np.float32(1.0)
+    return images
+
+
+def load_oasis(
+    data_dir,
+    splits=SPLITS,
+    image_size: int = 256,
+    limit: int | None = None,
+    cache: bool = True,
+    cache_dir=None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Load OASIS-style PNG slices into one float32 ``(N, S, S, 1)`` array in [-1, 1].
+
+    data_dir:   the folder that holds the ``keras_png_slices_*`` folders.
+    splits:     which of "train", "validate", "test" to read, in this order;
+                files within a split are in natural order (case, then slice).
+    image_size: side S of the returned images; other sizes are resized.
+    limit:      read only the first ``limit`` files (after ordering).
+    cache:      keep a decoded copy (uint8) keyed on the files' names, sizes
+                and modification times; any change to the folder invalidates it.
+    """
+    if not isinstance(image_size, (int, np.integer)) or not 8 <= image_size <= 4096:
+        raise DataError(f"image_size must be an integer from 8 to 4096, got {image_size!r}")
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise DataError(f"limit must be a positive integer or None, got {limit!r}")
+    files = list_slice_files(data_dir, splits)
+    if limit is not None:
+        files = files[:limit]
+
+    cache_path = None
+    if cache:
+        cache_path = Path(cache_dir or default_cache_dir()) / f"slices-{_cache_key(files, image_size)}.npy"
+        if cache_path.is_file():
+            try:
+                cached = np.load(cache_path, mmap_mode="r")
+                if cached.shape == (len(files), image_size, image_size) and cached.dtype == np.uint8:
+                    return to_float_images(cached)
+            except (OSError, ValueError):
+                pass  # unreadable cache: decode again and overwrite it
+
+    pixels = _read_all(files, image_size, workers, progress)
+    if cache_path is not None:
+        _write_cache(cache_path, pixels)
+    return to_float_images(pixels)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """float images in [-1, 1] (any leading shape, optional channel) -> uint8 0..255."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim >= 3 and images.shape[-1] == 1:
+        images = images[..., 0]
+    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile ``(N, H, W[, 1])`` images in [-1, 1] into one uint8 grid (black gaps)."""
+    pixels = to_uint8(images)
+    count, height, width = pixels.shape
+    columns = columns or int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    grid = np.zeros((rows * (height + padding) + padding, columns * (width + padding) + padding), np.uint8)
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = padding + row * (height + padding), padding + column * (width + padding)
+        grid[top : top + height, left : left + width] = pixels[index]
+    return grid
+
+
+def save_png(path, pixels: np.ndarray) -> None:
+    """Write a 2-D uint8 array as a grayscale PNG, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    Image.fromarray(pixels, mode=None).save(temporary, format="PNG")
+    os.replace(temporary, path)
+
+
+def save_image_grid(path, images: np.ndarray, columns: int | None = None) -> None:
+    """Save images in [-1, 1] as one PNG grid."""
+    save_png(path, image_grid(images, columns))
+
+
+def make_demo_dataset(root, n_subjects: int = 48, seed: int = 0, workers: int | None = None, progress: bool = False) -> Path:
+    """Write the demo cohort under ``root`` and return the data_dir for load_oasis.
+
+    Each subject is the MNI152 template under its own deformation, atrophy,
+    contrast, bias field and noise, cut into 32 axial 256x256 slices and
+    written with OASIS names and a subject-level train/validate/test split.
+    An existing cohort built with the same settings is reused.
+    """
+    from demo_cohort import build_demo_cohort
+
+    return build_demo_cohort(Path(root), n_subjects=n_subjects, seed=seed, workers=workers, progress=progress)

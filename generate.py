@@ -1,0 +1,85 @@
+"""Generate new brain slices from a trained run.
+
+    python generate.py --run runs/dcgan-64px-001 --n 64 --out grid.png
+    python generate.py --run RUN --n 1000 --out grid.png --npy samples.npy --seed 7
+
+Loads RUN/config.json and the generator of the run's latest checkpoint (or
+--checkpoint), samples N images from seeded latent vectors, and writes them
+as one PNG grid; --npy also saves the float32 (N, S, S, 1) array in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+import numpy as np
+
+MAX_GRID = 1024  # more images than this go to --npy; the grid shows the first ones
+
+
+def load_generator(run_dir, checkpoint=None):
+    """The run's generator with the weights of its latest (or the given) checkpoint."""
+    import checkpoints
+    import modelscript
+    from config import TrainConfig
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    config = TrainConfig.load(run_dir)
+    checkpoint = Path(checkpoint) if checkpoint else checkpoints.latest_checkpoint(run_dir)
+    if checkpoint is None or not (checkpoint / checkpoints.STATE_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} holds no complete checkpoint (train it first, or check --checkpoint)")
+    generator = modelscript.build_generator(config.arch, config.image_size, config.resolved_latent_dim)
+    expect = {"arch": config.arch, "image_size": config.image_size, "latent_dim": config.resolved_latent_dim}
+    state = checkpoints.restore_checkpoint(checkpoint, generator, expect=expect)
+    return generator, config, state
+
+
+def sample_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, 5]).standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="run folder written by train.py")
+    parser.add_argument("--n", type=int, default=64, help="how many images (default 64)")
+    parser.add_argument("--out", required=True, help="PNG grid to write")
+    parser.add_argument("--npy", help="also save the images as a float32 .npy array")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
+    parser.add_argument("--checkpoint", help="a checkpoint folder of the run (default: the latest)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n: must be a positive integer, got {args.n}")
+    if args.seed < 0:
+        parser.error(f"--seed: must be a non-negative integer, got {args.seed}")
+    if not args.out.lower().endswith(".png"):
+        parser.error(f"--out: must name a .png file, got {args.out!r}")
+    if args.npy and not args.npy.lower().endswith(".npy"):
+        parser.error(f"--npy: must name a .npy file, got {args.npy!r}")
+
+    try:
+        generator, config, state = load_generator(args.run, args.checkpoint)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        parser.error(f"--run: {error}")
+
+    import data_utils
+    from training import generate_images
+
+    images = generate_images(generator, sample_latents(args.n, config.resolved_latent_dim, args.seed))
+    data_utils.save_image_grid(args.out, images[:MAX_GRID])
+    if args.npy:
+        Path(args.npy).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.npy, images)
+    print(f"{args.n} images of {config.image_size}x{config.image_size} from {args.run} (step {state['step']}) "
+          f"-> {args.out}" + (f" and {args.npy}" if args.npy else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Generators and discriminators for brain MRI slices.
+
+Conventions: images are channels-last ``(B, S, S, 1)`` in [-1, 1] (the
+generators end in tanh); discriminators return raw logits ``(B, 1)``
+(real = 1, fake = 0).  S is a power of two from 32 to 256.  Models use only
+``keras`` layers, so they build under any Keras 3 backend.  This module does
+no I/O and no plotting.
+
+Architectures (``arch``):
+
+``"dcgan"`` (seed 000's design, the default)
+    G: latent 256 -> dense -> (S/8, S/8, C) -> three 4x4 stride-2 transposed
+    convs (256, 128, 64 filters) -> two 3x3 convs (32, then 1 + tanh);
+    batchnorm and LeakyReLU(0.2) after every layer but the last.  4x4 kernels
+    (divisible by the stride) avoid the checkerboard artefacts that seed 000
+    saw with 5x5.  D: 4x4 stride-2 convs (64, 128, 256, 256, ...) down to 4x4,
+    LeakyReLU(0.2), batchnorm (not on the first layer), dropout 0.4, then a
+    dense logit.
+``"dcgan-classic"`` (Radford et al. 2016, as seeds 001 and 003 describe)
+    G: latent 100 -> dense -> (4, 4, 1024) -> fractionally-strided 4x4 convs
+    halving the filters up to S (five of them at 128, six at 256), ReLU and
+    batchnorm, tanh output, Glorot-normal initialisation.  D: the mirror, with
+    LeakyReLU(0.2), batchnorm after the first layer, no dropout.
+``"stylegan"``
+    Not yet available (its own issue); asking for it raises a clear error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("dcgan", "dcgan-classic", "stylegan")
+IMAGE_SIZES = (32, 64, 128, 256)
+DEFAULT_LATENT_DIM = {"dcgan": 256, "dcgan-classic": 100, "stylegan": 512}
+LEAK = 0.2  # LeakyReLU slope, as in Radford et al. and all seeds
+DROPOUT = 0.4  # seed 000: slows the discriminator down
+# Keras's default batchnorm momentum (0.99) averages over ~100 steps; the GAN's
+# weights move faster than that early on, and inference-mode samples (which use
+# the moving statistics) come out nearly black.  0.9 is PyTorch's default and
+# what DCGAN implementations were tuned with.
+BN_MOMENTUM = 0.9
+DENSE_UNITS_CAP = 2**17  # dcgan: keeps the projection under ~33M weights at 256x256
+
+
+def check_arch(arch: str, image_size: int) -> None:
+    """Raise ValueError naming the bad argument, or NotImplementedError for stylegan."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+    if arch == "stylegan":
+        raise NotImplementedError(
+            "arch 'stylegan' is not available yet (planned in its own issue); use 'dcgan' or 'dcgan-classic'"
+        )
+    if image_size not in IMAGE_SIZES:
+        raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
+
+
+def default_latent_dim(arch: str) -> int:
+    if arch not in DEFAULT_LATENT_DIM:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
+    return DEFAULT_LATENT_DIM[arch]
+
+
+def _resolve_latent(arch: str, latent_dim: int | None) -> int:
+    latent_dim = default_latent_dim(arch) if latent_dim is None else latent_dim
+    if not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    return latent_dim
+
+
+def build_generator(arch: str = "dcgan", image_size: int = 256, latent_dim: int | None = None) -> keras.Model:
+    """``(B, latent_dim)`` latent vectors -> ``(B, S, S, 1)`` images in [-1, 1]."""
+    check_arch(arch, image_size)
+    latent_dim = _resolve_latent(arch, latent_dim)
+    builder = _dcgan_generator if arch == "dcgan" else _classic_generator
+    return builder(image_size, latent_dim)
+
+
+def build_discriminator(arch: str = "dcgan", image_size: int = 256) -> keras.Model:
+    """``(B, S, S, 1)`` images -> ``(B, 1)`` logits (real = 1, fake = 0)."""
+    check_arch(arch, image_size)
+    builder = _dcgan_discriminator if arch == "dcgan" else _classic_discriminator
+    return builder(image_size)
+
+
+# ----------------------------------------------------------------- dcgan
+
+
+def _dcgan_generator(image_size: int, latent_dim: int) -> keras.Model:
+    start = image_size // 8  # three stride-2 upsamplings reach image_size
+    channels = min(256, DENSE_UNITS_CAP // (start * start))
+    latent_vectors = keras.Input((latent_dim,), name="latent_vectors")
+    x = layers.Dense(start * start * channels, use_bias=False, name="project")(latent_vectors)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="project_bn")(x)
+    x = layers.LeakyReLU(LEAK)(x)
+    x = layers.Reshape((start, start, channels))(x)
+    for index, filters in enumerate((256, 128, 64)):
+        x = layers.Conv2DTranspose(filters, 4, strides=2, padding="same", use_bias=False, name=f"up{index}")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"up{index}_bn")(x)
+        x = layers.LeakyReLU(LEAK)(x)
+    x = layers.Conv2D(32, 3, padding="same", use_bias=False, name="refine")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="refine_bn")(x)
+    x = layers.LeakyReLU(LEAK)(x)
+    images = layers.Conv2D(1, 3, padding="same", activation="tanh", dtype="float32", name="to_image")(x)
+    return keras.Model(latent_vectors, images, name=f"dcgan_generator_{image_size}")
+
+
+def _dcgan_discriminator(image_size: int) -> keras.Model:
+    images = keras.Input((image_size, image_size, 1), name="images")
+    x = images
+    for index in range(int(math.log2(image_size // 4))):
+        filters = min(256, 64 * 2**index)
+        x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=index == 0, name=f"down{index}")(x)
+        if index > 0:  # no batchnorm on the input layer (Radford et al.)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"down{index}_bn")(x)
+        x = layers.LeakyReLU(LEAK)(x)
+        x = layers.Dropout(DROPOUT)(x)
+    x = layers.Flatten()(x)
+    logits = layers.Dense(1, dtype="float32", name="logit")(x)
+    return keras.Model(images, logits, name=f"dcgan_discriminator_{image_size}")
+
+
+# --------------------------------------------------------- dcgan-classic
+
+_GLOROT = "glorot_normal"
+
+
+def _classic_generator(image_size: int, latent_dim: int) -> keras.Model:
+    latent_vectors = keras.Input((latent_dim,), name="latent_vectors")
+    x = layers.Dense(4 * 4 * 1024, use_bias=False, kernel_initializer=_GLOROT, name="project")(latent_vectors)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="project_bn")(x)
+    x = layers.ReLU()(x)
+    x = layers.Reshape((4, 4, 1024))(x)
+    n_up = int(math.log2(image_size // 4))
+    for index in range(n_up - 1):
+        filters = max(32, 512 // 2**index)
+        x = layers.Conv2DTranspose(
+            filters, 4, strides=2, padding="same", use_bias=False, kernel_initializer=_GLOROT, name=f"up{index}"
+        )(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"up{index}_bn")(x)
+        x = layers.ReLU()(x)
+    images = layers.Conv2DTranspose(
+        1, 4, strides=2, padding="same", activation="tanh", kernel_initializer=_GLOROT, dtype="float32", name="to_image"
+    )(x)
+    return keras.Model(latent_vectors, images, name=f"classic_generator_{image_size}")
+
+
+def _classic_discriminator(image_size: int) -> keras.Model:
+    images = keras.Input((image_size, image_size, 1), name="images")
+    x = images
+    n_down = int(math.log2(image_size // 4))
+    for index in range(n_down):
+        filters = min(1024, 64 * 2 ** max(0, index - (n_down - 4)))  # ends at 512 before the 4x4 map
+        x = layers.Conv2D(
+            filters, 4, strides=2, padding="same", use_bias=index == 0, kernel_initializer=_GLOROT, name=f"down{index}"
+        )(x)
+        if index > 0:
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"down{index}_bn")(x)
+        x = layers.LeakyReLU(LEAK)(x)
+    x = layers.Flatten()(x)
+    logits = layers.Dense(1, kernel_initializer=_GLOROT, dtype="float32", name="logit")(x)
+    return keras.Model(images, logits, name=f"classic_discriminator_{image_size}")

@@ -1,0 +1,110 @@
+"""train.py and generate.py as a user runs them: end to end, kill and resume, bad flags."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--image-size", "32", "--batch-size", "8", "--log-every", "2", "--sample-every", "4",
+         "--checkpoint-every", "4", "--sample-grid", "4", "--quiet"]
+
+
+def run_script(script, *args, cwd, check=True, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def history_steps(run_dir):
+    with open(run_dir / "history.csv", newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle)]
+
+
+def test_train_then_generate_end_to_end(tmp_path, demo_dir):
+    run = tmp_path / "run"
+    run_script("train.py", "--data", demo_dir, "--steps", 8, "--out", run, *QUICK, cwd=tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    assert config["arch"] == "dcgan" and config["image_size"] == 32 and config["steps"] == 8
+    assert history_steps(run) == [2, 4, 6, 8]
+    assert (run / "samples.png").is_file() and (run / "checkpoints" / "ckpt-00000008").is_dir()
+
+    result = run_script("generate.py", "--run", run, "--n", 5, "--out", tmp_path / "grid.png",
+                        "--npy", tmp_path / "s.npy", "--seed", 3, cwd=tmp_path)
+    assert "step 8" in result.stdout
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (5, 32, 32, 1) and samples.dtype == np.float32
+    assert samples.min() >= -1 and samples.max() <= 1
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.mode == "L" and grid.size == (3 * 34 + 2, 2 * 34 + 2)
+
+
+def test_sigkill_then_resume_continues_the_step_count(tmp_path, demo_dir):
+    run = tmp_path / "run"
+    args = ["--data", demo_dir, "--steps", 400, "--out", run, *QUICK]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-*")):
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    saved = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*"))
+    assert saved, "no checkpoint was written before the kill"
+    killed_at = max(history_steps(run))
+
+    run_script("train.py", "--out", run, "--resume", "--steps", killed_at + 8, "--quiet", cwd=tmp_path)
+    steps = history_steps(run)
+    assert steps == sorted(set(steps))  # no step logged twice
+    assert steps[-1] == killed_at + 8
+    assert steps == list(range(2, killed_at + 9, 2))
+    state = json.loads((run / "checkpoints" / f"ckpt-{killed_at + 8:08d}" / "state.json").read_text())
+    assert state["step"] == killed_at + 8
+
+
+def test_bad_flags_name_the_flag(tmp_path):
+    result = run_script("train.py", "--demo", "--batch-size", "0", "--out", tmp_path / "r", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--batch-size: must be a positive integer" in result.stderr
+    result = run_script("train.py", "--demo", "--image-size", "100", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--image-size" in result.stderr
+    result = run_script("train.py", "--data", tmp_path / "missing", "--steps", 2, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and str(tmp_path / "missing") in result.stderr
+    result = run_script("train.py", "--steps", "5", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--demo or --data" in result.stderr
+    result = run_script("train.py", "--resume", "--out", tmp_path / "none", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "is not a run folder" in result.stderr
+    result = run_script("generate.py", "--run", tmp_path, "--n", 4, "--out", tmp_path / "g.png", cwd=tmp_path,
+                        check=False)
+    assert result.returncode == 2 and "--run" in result.stderr and "config.json" in result.stderr
+    result = run_script("generate.py", "--run", tmp_path, "--n", 0, "--out", tmp_path / "g.png", cwd=tmp_path,
+                        check=False)
+    assert result.returncode == 2 and "--n: must be a positive integer" in result.stderr
+    assert not list(tmp_path.glob("*.png"))  # nothing half-written
+
+
+def test_resume_with_another_arch_or_onto_an_existing_run_is_refused(tmp_path, demo_dir):
+    run = tmp_path / "run"
+    run_script("train.py", "--data", demo_dir, "--steps", 4, "--out", run, *QUICK, cwd=tmp_path)
+    before = (run / "history.csv").read_text()
+    result = run_script("train.py", "--out", run, "--resume", "--arch", "dcgan-classic", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--arch" in result.stderr and "dcgan" in result.stderr
+    result = run_script("train.py", "--data", demo_dir, "--steps", 4, "--out", run, *QUICK, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "already holds a run" in result.stderr
+    result = run_script("train.py", "--demo", "--arch", "stylegan", "--out", tmp_path / "s", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "stylegan" in result.stderr
+    assert (run / "history.csv").read_text() == before

@@ -1,0 +1,189 @@
+"""Loading OASIS-style PNG folders, the cache, bad input, and the demo cohort."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import data_utils
+from data_utils import DataError, load_oasis
+
+
+def gray(value: int, size: int = 32) -> np.ndarray:
+    return np.full((size, size), value, dtype=np.uint8)
+
+
+def test_values_shape_and_range(tmp_path, make_split):
+    pixels = np.zeros((32, 32), np.uint8)
+    pixels[:, 16:] = 255
+    make_split(tmp_path, "train", {"case_001_slice_0.nii.png": pixels})
+    make_split(tmp_path, "validate", {"case_002_slice_0.nii.png": gray(0)})
+    make_split(tmp_path, "test", {"case_003_slice_0.nii.png": gray(255)})
+    images = load_oasis(tmp_path, image_size=32)
+    assert images.shape == (3, 32, 32, 1)
+    assert images.dtype == np.float32
+    assert images[0, 0, 0, 0] == -1.0 and images[0, 0, 31, 0] == 1.0
+    assert images.min() == -1.0 and images.max() == 1.0
+
+
+def test_natural_order_within_and_across_splits(tmp_path, make_split):
+    names = ["case_10_slice_0.nii.png", "case_2_slice_10.nii.png", "case_2_slice_9.nii.png", "case_2_slice_0.nii.png"]
+    make_split(tmp_path, "train", {name: gray(i * 10) for i, name in enumerate(names)})
+    make_split(tmp_path, "validate", {"case_1_slice_0.nii.png": gray(200)})
+    files = data_utils.list_slice_files(tmp_path, splits=("train", "validate"))
+    assert [f.name for f in files] == [
+        "case_2_slice_0.nii.png", "case_2_slice_9.nii.png", "case_2_slice_10.nii.png",
+        "case_10_slice_0.nii.png", "case_1_slice_0.nii.png",
+    ]
+    images = load_oasis(tmp_path, splits=("train", "validate"), image_size=32)
+    assert data_utils.to_uint8(images)[:, 0, 0].tolist() == [30, 20, 10, 0, 200]
+
+
+def test_splits_subset_and_limit(tmp_path, make_split):
+    make_split(tmp_path, "train", {f"case_1_slice_{i}.nii.png": gray(i) for i in range(5)})
+    make_split(tmp_path, "test", {"case_9_slice_0.nii.png": gray(99)})
+    assert load_oasis(tmp_path, splits=("test",), image_size=32).shape[0] == 1
+    limited = load_oasis(tmp_path, splits=("train", "test"), image_size=32, limit=3)
+    assert data_utils.to_uint8(limited)[:, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_parent_folder_is_accepted(tmp_path, make_split):
+    make_split(tmp_path / "keras_png_slices_data", "train", {"case_1_slice_0.nii.png": gray(7)})
+    assert load_oasis(tmp_path, splits=("train",), image_size=32).shape == (1, 32, 32, 1)
+
+
+def test_rgb_rgba_palette_and_16_bit_are_converted(tmp_path):
+    folder = tmp_path / "keras_png_slices_train"
+    folder.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8), "RGB").save(folder / "case_1_slice_0.png")
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:, :16, 3] = 255  # left half opaque, right half transparent -> black
+    Image.fromarray(rgba, "RGBA").save(folder / "case_1_slice_1.png")
+    Image.fromarray(gray(90)).convert("P").save(folder / "case_1_slice_2.png")
+    Image.fromarray(np.full((32, 32), 65535, np.uint16)).save(folder / "case_1_slice_3.png")
+    Image.fromarray(np.full((32, 32), 257 * 40, np.uint16)).save(folder / "case_1_slice_4.png")
+    pixels = data_utils.to_uint8(load_oasis(tmp_path, splits=("train",), image_size=32))
+    assert pixels[0].min() == pixels[0].max() == 128
+    assert pixels[1, 0, 0] == 200 and pixels[1, 0, 31] == 0
+    assert pixels[2, 5, 5] == 90
+    assert pixels[3, 5, 5] == 255
+    assert pixels[4, 5, 5] == 40
+
+
+def test_other_sizes_are_padded_and_resized(tmp_path, make_split):
+    wide = np.full((40, 80), 255, np.uint8)  # not square: padded with black above and below
+    make_split(tmp_path, "train", {"case_1_slice_0.png": wide, "case_1_slice_1.png": gray(60, size=16)})
+    pixels = data_utils.to_uint8(load_oasis(tmp_path, splits=("train",), image_size=32))
+    assert pixels.shape == (2, 32, 32)
+    assert pixels[0, 0, 16] == 0 and pixels[0, 16, 16] == 255  # aspect kept: black bands top and bottom
+    assert pixels[1].min() == pixels[1].max() == 60
+
+
+@pytest.mark.parametrize("content", [b"not a png at all", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_corrupt_file_is_named(tmp_path, make_split, content):
+    make_split(tmp_path, "train", {"case_1_slice_0.png": gray(1)})
+    bad = tmp_path / "keras_png_slices_train" / "case_1_slice_1.png"
+    bad.write_bytes(content)
+    with pytest.raises(DataError, match="case_1_slice_1.png"):
+        load_oasis(tmp_path, splits=("train",), image_size=32)
+
+
+def test_missing_and_empty_folders(tmp_path, make_split):
+    with pytest.raises(DataError, match="does not exist"):
+        load_oasis(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="holds no keras_png_slices_"):
+        load_oasis(tmp_path)
+    (tmp_path / "keras_png_slices_train").mkdir()
+    with pytest.raises(DataError, match="keras_png_slices_train holds no .png"):
+        load_oasis(tmp_path, splits=("train",))
+    with pytest.raises(DataError, match="keras_png_slices_validate does not exist"):
+        load_oasis(tmp_path, splits=("validate",))
+    with pytest.raises(DataError, match="single split folder"):
+        load_oasis(tmp_path / "keras_png_slices_train")
+
+
+def test_bad_arguments(tmp_path, make_split):
+    make_split(tmp_path, "train", {"case_1_slice_0.png": gray(1)})
+    with pytest.raises(DataError, match="splits"):
+        load_oasis(tmp_path, splits=("training",))
+    with pytest.raises(DataError, match="image_size"):
+        load_oasis(tmp_path, image_size=0)
+    with pytest.raises(DataError, match="limit"):
+        load_oasis(tmp_path, splits=("train",), limit=0)
+
+
+def test_cache_is_used_and_invalidated(tmp_path, make_split, monkeypatch, private_cache):
+    folder = make_split(tmp_path, "train", {"case_1_slice_0.png": gray(10), "case_1_slice_1.png": gray(20)})
+    first = load_oasis(tmp_path, splits=("train",), image_size=32)
+    assert len(list(private_cache.glob("slices-*.npy"))) == 1
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although the cache was valid")
+
+    monkeypatch.setattr(data_utils, "read_slice", no_decoding)
+    np.testing.assert_array_equal(load_oasis(tmp_path, splits=("train",), image_size=32), first)
+
+    monkeypatch.undo()
+    monkeypatch.setenv("OASIS_GAN_CACHE", str(private_cache))
+    Image.fromarray(gray(30)).save(folder / "case_1_slice_1.png")
+    stat = os.stat(folder / "case_1_slice_1.png")
+    os.utime(folder / "case_1_slice_1.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = data_utils.to_uint8(load_oasis(tmp_path, splits=("train",), image_size=32))
+    assert changed[:, 0, 0].tolist() == [10, 30]
+
+
+def test_image_grid_tiles_images():
+    images = np.stack([np.full((8, 8, 1), v, np.float32) for v in (-1.0, 1.0, 0.0)])
+    grid = data_utils.image_grid(images, columns=2, padding=1)
+    assert grid.shape == (1 + 2 * 9, 1 + 2 * 9)
+    assert grid[1, 1] == 0 and grid[1, 10] == 255 and grid[10, 1] == 128 and grid[10, 10] == 0
+
+
+# ------------------------------------------------------------- demo cohort
+
+
+def test_demo_cohort_layout_and_split(demo_dir):
+    files = {split: sorted(p.name for p in (demo_dir / f"keras_png_slices_{split}").glob("*.png"))
+             for split in ("train", "validate", "test")}
+    assert sum(len(names) for names in files.values()) == 3 * 32
+    cases = {split: {name.split("_slice_")[0] for name in names} for split, names in files.items()}
+    assert all(len(found) == 1 for found in cases.values())  # one subject per split here
+    assert not (cases["train"] & cases["validate"]) and not (cases["train"] & cases["test"])
+    for names in files.values():
+        assert {name.split("_slice_")[1] for name in names} == {f"{i}.nii.png" for i in range(32)}
+
+
+def test_demo_slices_look_like_brains(demo_dir):
+    images = load_oasis(demo_dir, image_size=256)
+    assert images.shape == (96, 256, 256, 1)
+    assert np.all(images[:, :8, :8] == -1.0)  # black background in the corners
+    middle = images[16, 96:160, 96:160]  # a mid-level slice: brain tissue in the centre
+    assert middle.mean() > -0.2
+    assert images[16].std() > 0.3  # tissue contrast, not a flat blob
+    # subjects differ (deformation, contrast, noise), not copies of the template
+    first_subject = data_utils.to_uint8(images[:32]).astype(int)
+    second_subject = data_utils.to_uint8(images[32:64]).astype(int)
+    assert np.abs(first_subject - second_subject).mean() > 5
+
+
+def test_demo_cohort_is_deterministic_and_reused(tmp_path, demo_dir):
+    import demo_cohort
+
+    again = demo_cohort.render_subject(0, 1)
+    stored = data_utils.read_slice(next(demo_dir.glob("*/case_001_slice_5.nii.png")), 256)
+    np.testing.assert_array_equal(again[5], stored)
+    assert not np.array_equal(demo_cohort.render_subject(1, 1)[5], stored)
+    before = {p: p.stat().st_mtime_ns for p in demo_dir.rglob("*.png")}
+    assert data_utils.make_demo_dataset(demo_dir.parent, n_subjects=3, seed=0) == demo_dir
+    assert {p: p.stat().st_mtime_ns for p in demo_dir.rglob("*.png")} == before
+
+
+def test_demo_cohort_refuses_to_overwrite_foreign_data(tmp_path):
+    foreign = tmp_path / "keras_png_slices_data" / "keras_png_slices_train"
+    foreign.mkdir(parents=True)
+    (foreign / "mine.png").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="left untouched"):
+        data_utils.make_demo_dataset(tmp_path, n_subjects=3)
+    assert (foreign / "mine.png").read_bytes() == b"precious"

@@ -1,0 +1,221 @@
+"""The train step, batch sampling, checkpoints, resume, divergence and config checks."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+import checkpoints
+import modelscript
+import training
+from config import ConfigError, TrainConfig
+
+
+def small_config(**changes) -> TrainConfig:
+    values = dict(data_dir="unused", arch="dcgan", image_size=32, batch_size=8, steps=8, log_every=2,
+                  sample_every=4, checkpoint_every=4, sample_grid=4, seed=3)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def read_rows(run_dir):
+    with open(run_dir / training.HISTORY_FILE, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_step_changes_weights_and_gives_finite_losses(tiny_images):
+    generator = modelscript.build_generator("dcgan", 32)
+    discriminator = modelscript.build_discriminator("dcgan", 32)
+    g_optimizer, d_optimizer = training.make_optimizers(small_config())
+    step = training.compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size=8)
+    g_before = [v.numpy() for v in generator.trainable_variables]
+    d_before = [v.numpy() for v in discriminator.trainable_variables]
+    latents = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
+    metrics = step(tiny_images[:8], latents)
+    assert set(metrics) == {"g_loss", "d_loss", "d_acc_real", "d_acc_fake"}
+    assert all(np.isfinite(float(value)) for value in metrics.values())
+    assert 0.0 <= float(metrics["d_acc_real"]) <= 1.0
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(g_before, generator.trainable_variables))
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(d_before, discriminator.trainable_variables))
+    step(tiny_images[8:16], latents)
+    assert step.experimental_get_tracing_count() == 1  # fixed shapes: no retracing
+
+
+def test_losses_follow_the_label_convention():
+    confident_real = np.full((4, 1), 10.0, np.float32)
+    confident_fake = np.full((4, 1), -10.0, np.float32)
+    assert float(training.discriminator_loss(confident_real, confident_fake)) < 1e-3
+    assert float(training.discriminator_loss(confident_fake, confident_real)) > 10
+    assert float(training.generator_loss(confident_real)) < 1e-3  # G wins when D calls fakes real
+
+
+def test_batch_sampler_is_a_pure_function_of_the_step(tiny_images):
+    sampler = training.BatchSampler(tiny_images[:20], batch_size=8, latent_dim=16, seed=1, flip=True)
+    assert sampler.steps_per_epoch == 2  # 20 // 8, the remainder is dropped
+    fresh = training.BatchSampler(tiny_images[:20], batch_size=8, latent_dim=16, seed=1, flip=True)
+    for step in (5, 0, 3):
+        np.testing.assert_array_equal(sampler.real_batch(step), fresh.real_batch(step))
+        np.testing.assert_array_equal(sampler.latent_batch(step), fresh.latent_batch(step))
+    assert sampler.real_batch(0).shape == (8, 32, 32, 1)
+    assert not np.array_equal(sampler.latent_batch(0), sampler.latent_batch(1))
+
+
+def test_flip_augmentation_mirrors_left_right():
+    images = np.zeros((8, 4, 4, 1), np.float32)
+    images[:, :, 0] = 1.0  # a bright left column
+    sampler = training.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=True)
+    batch = sampler.real_batch(0)
+    flipped = batch[:, :, -1, 0].all(axis=1)
+    assert 0 < flipped.sum() < 8  # some mirrored, some not
+    assert np.all(batch[flipped][:, :, 0] == 0)
+    unflipped = training.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=False).real_batch(0)
+    assert np.all(unflipped[:, :, 0] == 1)
+
+
+def test_run_folder_history_samples_and_checkpoints(tmp_path, tiny_images):
+    trainer = training.Trainer(small_config(keep_checkpoints=1), tmp_path / "run", images=tiny_images)
+    assert trainer.fit(progress=False) == "done"
+    run = tmp_path / "run"
+    rows = read_rows(run)
+    assert [int(row["step"]) for row in rows] == [2, 4, 6, 8]
+    assert all(np.isfinite(float(row["g_loss"])) for row in rows)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_00000004.png", "step_00000008.png"]
+    assert [step for step, _ in checkpoints.list_checkpoints(run)] == [8]  # keep_checkpoints=1
+    for name in ("config.json", "samples.png", "losses.png", "real_samples.png", "fixed_latents.npy"):
+        assert (run / name).is_file(), name
+    assert TrainConfig.load(run).to_dict() == trainer.config.to_dict()
+
+
+def test_resume_restores_step_optimizer_and_matches_an_uninterrupted_run(tmp_path, tiny_images):
+    straight = training.Trainer(small_config(), tmp_path / "straight", images=tiny_images)
+    straight.fit(progress=False)
+
+    first = training.Trainer(small_config(steps=4), tmp_path / "split", images=tiny_images)
+    first.fit(progress=False)
+    resumed = training.Trainer(None, tmp_path / "split", images=tiny_images, resume=True, overrides={"steps": 8})
+    assert resumed.step == 4
+    assert int(resumed.g_optimizer.iterations) == 4 and int(resumed.d_optimizer.iterations) == 4
+    resumed.fit(progress=False)
+    assert resumed.step == 8
+    assert [int(row["step"]) for row in read_rows(tmp_path / "split")] == [2, 4, 6, 8]
+    for a, b in zip(straight.generator.weights, resumed.generator.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_drops_history_rows_after_the_checkpoint(tmp_path, tiny_images):
+    run = tmp_path / "run"
+    training.Trainer(small_config(), run, images=tiny_images).fit(progress=False)
+    shutil.rmtree(run / "checkpoints" / "ckpt-00000008")  # as if killed between step 4's and 8's saves
+    resumed = training.Trainer(None, run, images=tiny_images, resume=True)
+    assert resumed.step == 4
+    assert [int(row["step"]) for row in read_rows(run)] == [2, 4]
+
+
+def test_same_seed_same_weights(tmp_path, tiny_images):
+    runs = [training.Trainer(small_config(steps=3, deterministic=True), tmp_path / f"r{i}", images=tiny_images)
+            for i in range(2)]
+    for trainer in runs:
+        trainer.fit(progress=False)
+    for a, b in zip(runs[0].generator.weights, runs[1].generator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_unfinished_checkpoint_is_ignored(tmp_path, tiny_images):
+    run = tmp_path / "run"
+    training.Trainer(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    partial = run / "checkpoints" / ".ckpt-00000006.partial-99999"  # a save killed half-way
+    partial.mkdir()
+    (partial / "generator.weights.h5").write_bytes(b"truncated")
+    fake_complete_name = run / "checkpoints" / "ckpt-00000007"  # renamed but no state.json: not complete
+    fake_complete_name.mkdir()
+    assert checkpoints.latest_checkpoint(run).name == "ckpt-00000004"
+    assert training.Trainer(None, run, images=tiny_images, resume=True).step == 4
+
+
+def test_checkpoint_from_another_architecture_is_refused(tmp_path, tiny_images):
+    run = tmp_path / "run"
+    training.Trainer(small_config(steps=2, checkpoint_every=2), run, images=tiny_images).fit(progress=False)
+    classic = modelscript.build_generator("dcgan-classic", 32)
+    latest = checkpoints.latest_checkpoint(run)
+    with pytest.raises(checkpoints.CheckpointError, match="ckpt-00000002.*generator.weights.h5"):
+        checkpoints.restore_checkpoint(latest, classic)
+    with pytest.raises(checkpoints.CheckpointError, match="arch='dcgan'"):
+        checkpoints.restore_checkpoint(latest, classic, expect={"arch": "dcgan-classic"})
+    wider = modelscript.build_generator("dcgan", 64)
+    with pytest.raises(checkpoints.CheckpointError):
+        checkpoints.restore_checkpoint(latest, wider)
+    with pytest.raises(ConfigError, match="arch"):
+        training.Trainer(None, run, images=tiny_images, resume=True, overrides={"arch": "dcgan-classic"})
+
+
+def test_existing_run_is_not_overwritten(tmp_path, tiny_images):
+    run = tmp_path / "run"
+    training.Trainer(small_config(steps=2), run, images=tiny_images).fit(progress=False)
+    before = (run / "history.csv").read_text()
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        training.Trainer(small_config(), run, images=tiny_images)
+    assert (run / "history.csv").read_text() == before
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_images):
+    run = tmp_path / "run"
+    training.Trainer(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    poisoned = tiny_images.copy()
+    poisoned[:] = np.nan
+    trainer = training.Trainer(None, run, images=poisoned, resume=True, overrides={"steps": 8})
+    with pytest.raises(training.TrainingDiverged, match="ckpt-00000004"):
+        trainer.fit(progress=False)
+    assert [step for step, _ in checkpoints.list_checkpoints(run)] == [4]
+    restored = modelscript.build_generator("dcgan", 32)
+    checkpoints.restore_checkpoint(checkpoints.latest_checkpoint(run), restored)
+    assert all(np.isfinite(v.numpy()).all() for v in restored.weights)
+
+
+def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, tiny_images, monkeypatch):
+    trainer = training.Trainer(small_config(steps=8, checkpoint_every=100), tmp_path / "run", images=tiny_images)
+    real_step = trainer._step_fn
+    calls = []
+
+    def interrupting_step(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    trainer._step_fn = interrupting_step
+    assert trainer.fit(progress=False) == "interrupted"
+    assert checkpoints.latest_checkpoint(tmp_path / "run").name == "ckpt-00000003"
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"arch": "vae"}, "arch"),
+        ({"image_size": 100}, "image_size"),
+        ({"g_learning_rate": -1.0}, "g_learning_rate"),
+        ({"beta_1": 1.5}, "beta_1"),
+        ({"steps": None, "epochs": None}, "epochs"),
+        ({"data_dir": None}, "data_dir"),
+        ({"splits": ("train", "dev")}, "splits"),
+    ],
+)
+def test_config_errors_name_the_field(changes, field):
+    with pytest.raises(ConfigError) as error:
+        small_config(**changes).validate()
+    assert error.value.field == field
+    assert str(error.value).startswith(field)
+
+
+def test_batch_larger_than_data_is_explained(tmp_path, tiny_images):
+    with pytest.raises(ConfigError, match="batch_size"):
+        training.Trainer(small_config(batch_size=128), tmp_path / "run", images=tiny_images)
+
+
+def test_generate_images_inference_mode_is_repeatable():
+    generator = modelscript.build_generator("dcgan", 32)
+    latents = training.latent_grid(seed=0, count=5, latent_dim=256)
+    first = training.generate_images(generator, latents, batch_size=2)
+    assert first.shape == (5, 32, 32, 1)
+    np.testing.assert_allclose(first, training.generate_images(generator, latents, batch_size=5), atol=1e-5)

@@ -1,0 +1,436 @@
+"""The GAN training engine shared by train.py, the notebook and the tests.
+
+Tensor conventions: images ``(B, S, S, 1)`` float32 in [-1, 1]; latent
+vectors ``(B, latent_dim)`` standard normal; discriminator logits ``(B, 1)``
+with real = 1 and fake = 0.
+
+The pieces, top to bottom:
+
+* ``train_step``: one GradientTape update of D and G, a plain function of
+  (models, optimizers, batch).  ``compile_train_step`` wraps it in a
+  ``tf.function`` with fixed batch shapes, so it traces once.
+* ``BatchSampler``: which real images, flips and latent vectors step ``k``
+  uses, a pure function of (seed, step).  Resuming at step ``k`` therefore
+  continues exactly where an uninterrupted run would be.
+* ``Trainer``: a run folder, the models and optimizers, history.csv, fixed-
+  latent sample grids and atomic checkpoints (see checkpoints.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import checkpoints
+import data_utils
+import modelscript
+import plots
+from config import ConfigError, TrainConfig
+
+HISTORY_FILE = "history.csv"
+HISTORY_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
+SAMPLES_DIR = "samples"
+FINAL_SAMPLES = "samples.png"
+REAL_SAMPLES = "real_samples.png"
+LOSS_PLOT = "losses.png"
+FIXED_LATENTS = "fixed_latents.npy"
+SAMPLE_BATCH = 64  # images per generator call when sampling
+MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
+
+
+class TrainingDiverged(RuntimeError):
+    """Losses or weights stopped being finite; the last good checkpoint is kept."""
+
+
+# ------------------------------------------------------------------ losses
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """BCE from logits: real images should score 1, generated images 0."""
+    real_loss = keras.ops.binary_crossentropy(keras.ops.ones_like(real_logits), real_logits, from_logits=True)
+    fake_loss = keras.ops.binary_crossentropy(keras.ops.zeros_like(fake_logits), fake_logits, from_logits=True)
+    return keras.ops.mean(real_loss) + keras.ops.mean(fake_loss)
+
+
+def generator_loss(fake_logits):
+    """Non-saturating BCE: the generator wants its images scored as real (1)."""
+    return keras.ops.mean(
+        keras.ops.binary_crossentropy(keras.ops.ones_like(fake_logits), fake_logits, from_logits=True)
+    )
+
+
+# -------------------------------------------------------------------- step
+
+
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors) -> dict:
+    """One simultaneous update of D and G on a batch; returns scalar metrics."""
+    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+        generated_images = generator(latent_vectors, training=True)
+        real_logits = discriminator(real_images, training=True)
+        fake_logits = discriminator(generated_images, training=True)
+        g_loss = generator_loss(fake_logits)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+
+    # Train the discriminator: tell real from generated.
+    d_gradients = d_tape.gradient(d_loss, discriminator.trainable_variables)
+    d_optimizer.apply_gradients(zip(d_gradients, discriminator.trainable_variables))
+    # Train the generator: make the discriminator call its images real.
+    g_gradients = g_tape.gradient(g_loss, generator.trainable_variables)
+    g_optimizer.apply_gradients(zip(g_gradients, generator.trainable_variables))
+
+    return {
+        "g_loss": g_loss,
+        "d_loss": d_loss,
+        "d_acc_real": keras.ops.mean(keras.ops.cast(real_logits > 0, "float32")),
+        "d_acc_fake": keras.ops.mean(keras.ops.cast(fake_logits < 0, "float32")),
+    }
+
+
+def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int):
+    """``train_step`` as a tf.function with fixed shapes: traced once, then reused."""
+    image_size = generator.output_shape[1]
+    latent_dim = generator.input_shape[-1]
+    for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
+        if not optimizer.built:  # creating its variables inside the trace would trace twice
+            optimizer.build(model.trainable_variables)
+    signature = [
+        tf.TensorSpec((batch_size, image_size, image_size, 1), tf.float32, name="real_images"),
+        tf.TensorSpec((batch_size, latent_dim), tf.float32, name="latent_vectors"),
+    ]
+
+    @tf.function(input_signature=signature)
+    def compiled_step(real_images, latent_vectors):
+        return train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors)
+
+    return compiled_step
+
+
+def make_optimizers(config: TrainConfig):
+    """Adam for G and D with the configured rates (seed defaults G 2e-4, D 1e-4)."""
+    g_optimizer = keras.optimizers.Adam(config.g_learning_rate, beta_1=config.beta_1, beta_2=config.beta_2)
+    d_optimizer = keras.optimizers.Adam(config.d_learning_rate, beta_1=config.beta_1, beta_2=config.beta_2)
+    return g_optimizer, d_optimizer
+
+
+def generate_images(generator, latent_vectors, batch_size: int = SAMPLE_BATCH) -> np.ndarray:
+    """Generator in inference mode over many latents, in batches -> numpy [-1, 1]."""
+    latent_vectors = np.asarray(latent_vectors, dtype=np.float32)
+    parts = [
+        keras.ops.convert_to_numpy(generator(latent_vectors[start : start + batch_size], training=False))
+        for start in range(0, len(latent_vectors), batch_size)
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
+    """The fixed latent vectors whose images are saved as the run goes on."""
+    return np.random.default_rng([seed, 99]).standard_normal((count, latent_dim)).astype(np.float32)
+
+
+# ------------------------------------------------------------------- data
+
+
+class BatchSampler:
+    """Batches as a pure function of (seed, step): shuffled epochs, flips, latents.
+
+    Every epoch is a fresh permutation of the images; the last partial batch
+    is dropped so every batch has the same shape.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int, latent_dim: int, seed: int, flip: bool):
+        self.images = images
+        self.batch_size = batch_size
+        self.latent_dim = latent_dim
+        self.seed = seed
+        self.flip = flip
+        self.steps_per_epoch = len(images) // batch_size
+        self._epoch_order: tuple[int, np.ndarray] | None = None
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            order = np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.images))
+            self._epoch_order = (epoch, order)
+        return self._epoch_order[1]
+
+    def real_batch(self, step: int) -> np.ndarray:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        indices = np.sort(self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size])
+        batch = self.images[indices]
+        if self.flip:
+            flips = np.random.default_rng([self.seed, 2, step]).random(self.batch_size) < 0.5
+            batch[flips] = batch[flips, :, ::-1]
+        return batch
+
+    def latent_batch(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 3, step])
+        return rng.standard_normal((self.batch_size, self.latent_dim)).astype(np.float32)
+
+
+def load_training_images(config: TrainConfig, progress: bool = True) -> np.ndarray:
+    """The configured data (demo cohort or a real folder) at the training size."""
+    if config.demo:
+        data_dir = data_utils.make_demo_dataset(config.demo_root, n_subjects=config.demo_subjects, progress=progress)
+    else:
+        data_dir = config.data_dir
+    return data_utils.load_oasis(
+        data_dir, splits=config.splits, image_size=config.image_size, limit=config.limit, progress=progress
+    )
+
+
+# ----------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Owns one run folder: models, optimizers, history, samples, checkpoints.
+
+    ``Trainer(config, run_dir, images)`` starts a new run, or with
+    ``resume=True`` continues the latest checkpoint in ``run_dir`` (the
+    config is then read from the run folder; ``config`` may be None).
+    """
+
+    def __init__(self, config: TrainConfig | None, run_dir, images: np.ndarray | None = None,
+                 resume: bool = False, overrides: dict | None = None, progress: bool = True):
+        self.run_dir = Path(run_dir)
+        if resume:
+            config = self._config_for_resume(overrides if overrides is not None else
+                                             (config.to_dict() if config is not None else {}))
+        elif config is None:
+            raise ConfigError("config", "a new run needs a TrainConfig")
+        else:
+            config.validate()
+            self._check_fresh_run_dir()
+        self.config = config
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+
+        self.images = load_training_images(config, progress) if images is None else images
+        if self.images.ndim != 4 or self.images.shape[1:] != (config.image_size, config.image_size, 1):
+            raise ConfigError(
+                "image_size",
+                f"images have shape {self.images.shape[1:]}, expected ({config.image_size}, {config.image_size}, 1)",
+            )
+        self.steps_per_epoch = config.steps_per_epoch(len(self.images))
+        self.total_steps = config.total_steps(len(self.images))
+        self.sampler = BatchSampler(self.images, config.batch_size, config.resolved_latent_dim, config.seed, config.flip)
+
+        self.generator = modelscript.build_generator(config.arch, config.image_size, config.resolved_latent_dim)
+        self.discriminator = modelscript.build_discriminator(config.arch, config.image_size)
+        self.g_optimizer, self.d_optimizer = make_optimizers(config)
+        self.fixed_latents = latent_grid(config.seed, config.sample_grid, config.resolved_latent_dim)
+        self._step_fn = compile_train_step(
+            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, config.batch_size
+        )
+
+        self.step = 0
+        self.last_checkpoint_step = -1
+        self._pending: list[dict] = []  # metrics of steps not yet written to history
+        self._started = self._log_start = time.perf_counter()
+        self._elapsed_before = 0.0
+        if resume:
+            self._restore_latest()
+        else:
+            self._start_run_folder()
+
+    # --- setup
+
+    def _config_for_resume(self, overrides: dict) -> TrainConfig:
+        """The run's saved config, with the given settings applied on top.
+
+        The model's shape (arch, image_size, latent_dim) must match the saved
+        run; anything else (length, learning rates, data folder) may change,
+        and the updated config is saved back when training goes on.
+        """
+        saved = TrainConfig.load(self.run_dir)
+        for name in MODEL_FIELDS:
+            if name in overrides and overrides[name] != getattr(saved, name):
+                raise ConfigError(
+                    name,
+                    f"{self.run_dir} was trained with {name}={getattr(saved, name)!r} but "
+                    f"{overrides[name]!r} was asked for; resume it with its own settings "
+                    "or start a new run folder",
+                )
+        merged = TrainConfig.from_dict({**saved.to_dict(), **overrides}).validate()
+        if checkpoints.latest_checkpoint(self.run_dir) is None:
+            raise FileNotFoundError(f"{self.run_dir} holds no complete checkpoint to resume from")
+        return merged
+
+    def _check_fresh_run_dir(self) -> None:
+        if (self.run_dir / "config.json").exists() or checkpoints.latest_checkpoint(self.run_dir):
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run; resume it (--resume / resume=True) "
+                "or choose another run folder. Nothing was changed."
+            )
+
+    def _start_run_folder(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / SAMPLES_DIR).mkdir(exist_ok=True)
+        self.config.save(self.run_dir)
+        np.save(self.run_dir / FIXED_LATENTS, self.fixed_latents)
+        real = self.images[: self.config.sample_grid]
+        data_utils.save_image_grid(self.run_dir / REAL_SAMPLES, real)
+        with open(self.run_dir / HISTORY_FILE, "w", newline="") as handle:
+            csv.writer(handle).writerow(HISTORY_COLUMNS)
+
+    def _restore_latest(self) -> None:
+        checkpoint = checkpoints.latest_checkpoint(self.run_dir)
+        state = checkpoints.restore_checkpoint(
+            checkpoint, self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
+            expect=self._checkpoint_meta(include_time=False),
+        )
+        self.step = self.last_checkpoint_step = int(state["step"])
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))
+        self._truncate_history(self.step)
+        self.config.save(self.run_dir)  # with any settings changed for this resume
+
+    def _truncate_history(self, step: int) -> None:
+        """Drop history rows logged after the checkpoint we resume from."""
+        path = self.run_dir / HISTORY_FILE
+        rows = []
+        if path.is_file():
+            with open(path, newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if int(float(row["step"])) <= step]
+        with open(path.with_name(HISTORY_FILE + ".tmp"), "w", newline="") as handle:
+            writer = csv.DictWriter(handle, HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(path.with_name(HISTORY_FILE + ".tmp"), path)
+
+    # --- one step and its bookkeeping
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps
+
+    def train_one_step(self) -> dict | None:
+        """Run one update and its bookkeeping; returns the history row when one is logged."""
+        real_images = self.sampler.real_batch(self.step)
+        latent_vectors = self.sampler.latent_batch(self.step)
+        self._pending.append(self._step_fn(real_images, latent_vectors))
+        self.step += 1
+        row = None
+        if self.step % self.config.log_every == 0 or self.done:
+            row = self._log()
+        if self.step % self.config.sample_every == 0 or self.done:
+            self.save_samples()
+        if self.step % self.config.checkpoint_every == 0 or self.done:
+            self.save_checkpoint()
+        return row
+
+    def _log(self) -> dict | None:
+        if not self._pending:
+            return None
+        now = time.perf_counter()
+        values = {key: float(np.mean([float(m[key]) for m in self._pending])) for key in self._pending[0]}
+        if not all(math.isfinite(value) for value in values.values()):
+            raise TrainingDiverged(self._diverged_message(values))
+        row = {"step": self.step, "epoch": self.epoch, **values,
+               "images_per_s": len(self._pending) * self.config.batch_size / max(now - self._log_start, 1e-9),
+               "elapsed_s": self.elapsed}
+        with open(self.run_dir / HISTORY_FILE, "a", newline="") as handle:
+            csv.DictWriter(handle, HISTORY_COLUMNS).writerow(
+                {key: (f"{value:.6g}" if isinstance(value, float) else value) for key, value in row.items()}
+            )
+        self._pending.clear()
+        self._log_start = now
+        return row
+
+    def _diverged_message(self, values: dict) -> str:
+        kept = checkpoints.latest_checkpoint(self.run_dir)
+        return (
+            f"training diverged at step {self.step}: {values}. The last good checkpoint "
+            f"({kept if kept else 'none yet'}) is kept; lower the learning rates (--g-lr/--d-lr) "
+            "and resume, or start again."
+        )
+
+    @property
+    def elapsed(self) -> float:
+        return self._elapsed_before + (time.perf_counter() - self._started)
+
+    def sample(self, latent_vectors=None) -> np.ndarray:
+        """Generated images for the fixed latent grid (or the given latents)."""
+        latents = self.fixed_latents if latent_vectors is None else latent_vectors
+        return generate_images(self.generator, latents)
+
+    def save_samples(self) -> Path:
+        path = self.run_dir / SAMPLES_DIR / f"step_{self.step:08d}.png"
+        data_utils.save_image_grid(path, self.sample())
+        return path
+
+    def save_checkpoint(self) -> Path | None:
+        """Checkpoint the current step, unless it is saved already or not finite."""
+        if self.step == self.last_checkpoint_step:
+            return None
+        pending = [float(m["g_loss"]) + float(m["d_loss"]) for m in self._pending]
+        weights_finite = all(
+            bool(np.isfinite(keras.ops.convert_to_numpy(v)).all()) for v in self.generator.trainable_variables
+        )
+        if not weights_finite or not all(math.isfinite(value) for value in pending):
+            raise TrainingDiverged(self._diverged_message({"weights_finite": weights_finite}))
+        path = checkpoints.save_checkpoint(
+            self.run_dir, self.step, self.epoch, self.generator, self.discriminator,
+            self.g_optimizer, self.d_optimizer, self._checkpoint_meta(), keep=self.config.keep_checkpoints,
+        )
+        self.last_checkpoint_step = self.step
+        return path
+
+    def _checkpoint_meta(self, include_time: bool = True) -> dict:
+        """What a checkpoint records about the model, checked again on resume."""
+        meta = {"arch": self.config.arch, "image_size": self.config.image_size,
+                "latent_dim": self.config.resolved_latent_dim}
+        if include_time:
+            meta.update(backend=keras.backend.backend(), elapsed_s=self.elapsed)
+        return meta
+
+    # --- the whole run
+
+    def fit(self, progress: bool = True, callback=None) -> str:
+        """Train until ``total_steps``; returns "done" or "interrupted".
+
+        Ctrl-C (KeyboardInterrupt) saves a checkpoint of the current step and
+        returns "interrupted"; ``callback(trainer, row)`` is called on every
+        logged row (the notebook uses it to redraw its figures).
+        """
+        from tqdm.auto import tqdm
+
+        self._started = time.perf_counter()
+        self._log_start = self._started
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not progress,
+                   desc=f"{self.config.arch} {self.config.image_size}px")
+        try:
+            while not self.done:
+                row = self.train_one_step()
+                bar.update(1)
+                if row is not None:
+                    bar.set_postfix(g=f"{row['g_loss']:.3f}", d=f"{row['d_loss']:.3f}", epoch=row["epoch"])
+                    if callback is not None:
+                        callback(self, row)
+        except KeyboardInterrupt:
+            bar.close()
+            self._log()
+            self.save_checkpoint()
+            return "interrupted"
+        bar.close()
+        self.finish()
+        return "done"
+
+    def finish(self) -> None:
+        """Final sample grid and loss plot in the run folder."""
+        data_utils.save_image_grid(self.run_dir / FINAL_SAMPLES, self.sample())
+        plots.save_history_plot(self.run_dir / HISTORY_FILE, self.run_dir / LOSS_PLOT)
