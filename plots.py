@@ -14,13 +14,31 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 
+HISTORY_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
+
+
+def read_history_rows(path) -> list[dict]:
+    """Complete rows of a history.csv; a partial last line (from a kill) is skipped."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    complete = []
+    for row in rows:
+        try:
+            [float(row[column]) for column in HISTORY_COLUMNS]
+        except (KeyError, TypeError, ValueError):
+            continue
+        complete.append(row)
+    return complete
+
+
 def read_history(path) -> dict[str, list[float]]:
     """history.csv as columns of floats (empty lists when there are no rows)."""
-    columns: dict[str, list[float]] = {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            for key, value in row.items():
-                columns.setdefault(key, []).append(float(value))
+    columns: dict[str, list[float]] = {column: [] for column in HISTORY_COLUMNS}
+    for row in read_history_rows(path):
+        for column in HISTORY_COLUMNS:
+            columns[column].append(float(row[column]))
     return columns
 
 

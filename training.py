@@ -19,8 +19,10 @@ The pieces, top to bottom:
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -37,12 +39,13 @@ import plots
 from config import ConfigError, TrainConfig
 
 HISTORY_FILE = "history.csv"
-HISTORY_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
+HISTORY_COLUMNS = plots.HISTORY_COLUMNS
 SAMPLES_DIR = "samples"
 FINAL_SAMPLES = "samples.png"
 REAL_SAMPLES = "real_samples.png"
 LOSS_PLOT = "losses.png"
 FIXED_LATENTS = "fixed_latents.npy"
+ENVIRONMENT_FILE = "environment.json"
 SAMPLE_BATCH = 64  # images per generator call when sampling
 MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
 
@@ -134,6 +137,18 @@ def generate_images(generator, latent_vectors, batch_size: int = SAMPLE_BATCH) -
 def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
     """The fixed latent vectors whose images are saved as the run goes on."""
     return np.random.default_rng([seed, 99]).standard_normal((count, latent_dim)).astype(np.float32)
+
+
+def describe_environment() -> dict:
+    """Versions and the device, saved with a run so its figures can be attributed."""
+    gpus = tf.config.list_physical_devices("GPU")
+    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    return {
+        "device": ", ".join(names) if names else f"CPU ({os.cpu_count()} cores)",
+        "device_tag": "gpu-" + names[0].replace(" ", "-").lower() if names else f"cpu{os.cpu_count()}",
+        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+        "backend": keras.backend.backend(), "numpy": np.__version__, "platform": platform.platform(),
+    }
 
 
 # ------------------------------------------------------------------- data
@@ -278,6 +293,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / SAMPLES_DIR).mkdir(exist_ok=True)
         self.config.save(self.run_dir)
+        (self.run_dir / ENVIRONMENT_FILE).write_text(json.dumps(describe_environment(), indent=2) + "\n")
         np.save(self.run_dir / FIXED_LATENTS, self.fixed_latents)
         real = self.images[: self.config.sample_grid]
         data_utils.save_image_grid(self.run_dir / REAL_SAMPLES, real)
@@ -296,17 +312,19 @@ class Trainer:
         self.config.save(self.run_dir)  # with any settings changed for this resume
 
     def _truncate_history(self, step: int) -> None:
-        """Drop history rows logged after the checkpoint we resume from."""
+        """Drop history rows logged after the checkpoint we resume from.
+
+        A kill while a row was being written can leave a partial last line;
+        only complete rows (every column present) are kept.
+        """
         path = self.run_dir / HISTORY_FILE
-        rows = []
-        if path.is_file():
-            with open(path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(float(row["step"])) <= step]
-        with open(path.with_name(HISTORY_FILE + ".tmp"), "w", newline="") as handle:
+        rows = [row for row in plots.read_history_rows(path) if int(row["step"]) <= step]
+        temporary = path.with_name(HISTORY_FILE + ".tmp")
+        with open(temporary, "w", newline="") as handle:
             writer = csv.DictWriter(handle, HISTORY_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(path.with_name(HISTORY_FILE + ".tmp"), path)
+        os.replace(temporary, path)
 
     # --- one step and its bookkeeping
 

@@ -1,6 +1,5 @@
 """train.py and generate.py as a user runs them: end to end, kill and resume, bad flags."""
 
-import csv
 import json
 import os
 import signal
@@ -28,8 +27,9 @@ def run_script(script, *args, cwd, check=True, timeout=300):
 
 
 def history_steps(run_dir):
-    with open(run_dir / "history.csv", newline="") as handle:
-        return [int(row["step"]) for row in csv.DictReader(handle)]
+    from plots import read_history_rows
+
+    return [int(row["step"]) for row in read_history_rows(run_dir / "history.csv")]
 
 
 def test_train_then_generate_end_to_end(tmp_path, demo_dir):

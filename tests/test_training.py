@@ -82,7 +82,8 @@ def test_run_folder_history_samples_and_checkpoints(tmp_path, tiny_images):
     assert all(np.isfinite(float(row["g_loss"])) for row in rows)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_00000004.png", "step_00000008.png"]
     assert [step for step, _ in checkpoints.list_checkpoints(run)] == [8]  # keep_checkpoints=1
-    for name in ("config.json", "samples.png", "losses.png", "real_samples.png", "fixed_latents.npy"):
+    for name in ("config.json", "environment.json", "samples.png", "losses.png", "real_samples.png",
+                 "fixed_latents.npy"):
         assert (run / name).is_file(), name
     assert TrainConfig.load(run).to_dict() == trainer.config.to_dict()
 
@@ -110,6 +111,15 @@ def test_resume_drops_history_rows_after_the_checkpoint(tmp_path, tiny_images):
     resumed = training.Trainer(None, run, images=tiny_images, resume=True)
     assert resumed.step == 4
     assert [int(row["step"]) for row in read_rows(run)] == [2, 4]
+
+
+def test_partial_history_line_from_a_kill_is_dropped_on_resume(tmp_path, tiny_images):
+    run = tmp_path / "run"
+    training.Trainer(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    with open(run / training.HISTORY_FILE, "a") as handle:
+        handle.write("1")  # killed while writing the next row
+    training.Trainer(None, run, images=tiny_images, resume=True, overrides={"steps": 6}).fit(progress=False)
+    assert [int(row["step"]) for row in read_rows(run)] == [2, 4, 6]
 
 
 def test_same_seed_same_weights(tmp_path, tiny_images):
