@@ -17,20 +17,22 @@ from matplotlib.figure import Figure
 HISTORY_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
 
 
+def _is_complete(row: dict) -> bool:
+    """Every column present and numeric (a kill mid-write leaves a partial line)."""
+    try:
+        for column in HISTORY_COLUMNS:
+            float(row[column])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
+
+
 def read_history_rows(path) -> list[dict]:
     """Complete rows of a history.csv; a partial last line (from a kill) is skipped."""
     if not Path(path).is_file():
         return []
     with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    complete = []
-    for row in rows:
-        try:
-            [float(row[column]) for column in HISTORY_COLUMNS]
-        except (KeyError, TypeError, ValueError):
-            continue
-        complete.append(row)
-    return complete
+        return [row for row in csv.DictReader(handle) if _is_complete(row)]
 
 
 def read_history(path) -> dict[str, list[float]]:

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int)
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int)
-    length.add_argument("--steps", type=int, help=f"generator updates (--demo default {DEMO_DEFAULTS['steps']}, batch {DEMO_DEFAULTS['batch_size']})")
+    length.add_argument("--steps", type=int, help=(
+        f"generator updates (--demo default: {DEMO_DEFAULTS['steps']} at batch {DEMO_DEFAULTS['batch_size']})"))
     parser.add_argument("--out", metavar="RUN", help="run folder (default: runs/<arch>-<size>px-<n>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     parser.add_argument("--seed", type=int)
