@@ -56,6 +56,8 @@ class TrainConfig:
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
     sample_grid: int = 36  # images in each sample grid (a square number looks best)
     deterministic: bool = False  # enable TF op determinism (bit-exact CPU reruns, slower on GPU)
+    ssim_every: int = 100  # steps per best-match SSIM of the sample grid in history.csv; 0 turns it off
+    ssim_references: int = 256  # fixed random training images that SSIM is measured against
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run
 
     @property
@@ -92,6 +94,9 @@ class TrainConfig:
             positive_int(name)
         for name in ("latent_dim", "epochs", "steps", "limit"):
             positive_int(name, allow_none=True)
+        positive_int("ssim_references")
+        if isinstance(self.ssim_every, bool) or not isinstance(self.ssim_every, int) or self.ssim_every < 0:
+            raise ConfigError("ssim_every", f"must be a non-negative integer (0: off), got {self.ssim_every!r}")
         if self.epochs is None and self.steps is None:
             raise ConfigError("epochs", "give the training length as epochs or steps")
         if self.demo_subjects < 3:

@@ -1,4 +1,4 @@
-"""Figures of a run: the loss and discriminator-accuracy curves.
+"""Figures of a run: loss, discriminator-accuracy and SSIM curves; match panels.
 
 Image grids live in data_utils (they need only numpy and PIL); this module
 holds what needs matplotlib.  It never opens a window: figures are returned
@@ -10,21 +10,34 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 # Figure (not pyplot) renders off-screen with no global backend state to set.
 from matplotlib.figure import Figure
 
 
-HISTORY_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
+REQUIRED_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
+# Measured on some rows only (blank elsewhere): the median best-match SSIM of
+# the fixed sample grid against a fixed subset of the training images.
+OPTIONAL_COLUMNS = ("nn_ssim",)
+HISTORY_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+COURSE_SSIM_BAR = 0.6  # the course's bar for this task: "SSIM > 0.6"
 
 
 def _is_complete(row: dict) -> bool:
-    """Every column present and numeric (a kill mid-write leaves a partial line)."""
+    """Every required column present and numeric (a kill mid-write leaves a partial line)."""
     try:
-        for column in HISTORY_COLUMNS:
+        for column in REQUIRED_COLUMNS:
             float(row[column])
     except (KeyError, TypeError, ValueError):
         return False
     return True
+
+
+def _optional_float(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def read_history_rows(path) -> list[dict]:
@@ -36,16 +49,22 @@ def read_history_rows(path) -> list[dict]:
 
 
 def read_history(path) -> dict[str, list[float]]:
-    """history.csv as columns of floats (empty lists when there are no rows)."""
+    """history.csv as columns of floats (empty lists when there are no rows).
+
+    Optional columns hold NaN on the rows where they were not measured (and
+    on every row of a run written before the column existed).
+    """
     columns: dict[str, list[float]] = {column: [] for column in HISTORY_COLUMNS}
     for row in read_history_rows(path):
-        for column in HISTORY_COLUMNS:
+        for column in REQUIRED_COLUMNS:
             columns[column].append(float(row[column]))
+        for column in OPTIONAL_COLUMNS:
+            columns[column].append(_optional_float(row.get(column)))
     return columns
 
 
-def _plot_curves(loss_axes, accuracy_axes, history: dict[str, list[float]]) -> None:
-    """G and D losses on one axes, D accuracy on real and on fake on the other."""
+def _plot_curves(history: dict[str, list[float]], loss_axes, accuracy_axes, ssim_axes=None) -> None:
+    """G and D losses; D accuracy on real and on fake; and best-match SSIM when measured."""
     steps = history.get("step", [])
     loss_axes.plot(steps, history.get("g_loss", []), label="generator")
     loss_axes.plot(steps, history.get("d_loss", []), label="discriminator")
@@ -60,13 +79,27 @@ def _plot_curves(loss_axes, accuracy_axes, history: dict[str, list[float]]) -> N
     accuracy_axes.set_ylabel("accuracy")
     accuracy_axes.set_title("Discriminator accuracy")
     accuracy_axes.legend(loc="lower right")
+    if ssim_axes is not None:
+        _plot_ssim(ssim_axes, steps, history.get("nn_ssim", []))
+
+
+def _plot_ssim(axes, steps, values) -> None:
+    measured = [(step, value) for step, value in zip(steps, values) if value == value]  # drop NaN
+    if measured:
+        axes.plot(*zip(*measured), marker=".", label="median best match")
+    axes.axhline(COURSE_SSIM_BAR, color="grey", linestyle="--", linewidth=1, label=f"course bar {COURSE_SSIM_BAR}")
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("step")
+    axes.set_ylabel("SSIM")
+    axes.set_title("Samples vs training set" if measured else "SSIM (not measured yet)")
+    axes.legend(loc="lower right")
 
 
 def history_figure(history: dict[str, list[float]], figure: Figure | None = None) -> Figure:
-    """Two panels: G and D losses, and D accuracy on real and on fake images."""
-    figure = figure or Figure(figsize=(10, 3.6), layout="constrained")
+    """Three panels: G and D losses, D accuracy on real and on fake, best-match SSIM."""
+    figure = figure or Figure(figsize=(14, 3.6), layout="constrained")
     figure.clear()
-    _plot_curves(*figure.subplots(1, 2), history)
+    _plot_curves(history, *figure.subplots(1, 3))
     return figure
 
 
@@ -80,11 +113,64 @@ def progress_figure(samples, history: dict[str, list[float]], figure: Figure | N
     """One figure for live training: the fixed-latent sample grid beside the curves."""
     import data_utils
 
-    figure = figure or Figure(figsize=(13, 4), layout="constrained")
+    figure = figure or Figure(figsize=(17, 4), layout="constrained")
     figure.clear()
-    grid_axes, loss_axes, accuracy_axes = figure.subplots(1, 3, width_ratios=(1.1, 1, 1))
+    grid_axes, *curve_axes = figure.subplots(1, 4, width_ratios=(1.1, 1, 1, 1))
     grid_axes.imshow(data_utils.image_grid(samples), cmap="gray", vmin=0, vmax=255)
     grid_axes.set_axis_off()
     grid_axes.set_title(f"samples at step {int(history['step'][-1]) if history.get('step') else 0}")
-    _plot_curves(loss_axes, accuracy_axes, history)
+    _plot_curves(history, *curve_axes)
     return figure
+
+
+def matches_figure(queries, matches, scores, labels=None, figure: Figure | None = None) -> Figure:
+    """Generated images (top row) above their most similar real images (bottom row), with SSIM.
+
+    ``queries`` and ``matches``: (K, S, S[, 1]) in [-1, 1]; ``scores``: (K,);
+    ``labels``: K titles for the generated images (e.g. "worst", "median").
+    """
+    count = len(queries)
+    figure = figure or Figure(figsize=(2.3 * count, 5), layout="constrained")
+    figure.clear()
+    axes = figure.subplots(2, count, squeeze=False)
+    for column in range(count):
+        top, bottom = axes[0, column], axes[1, column]
+        top.imshow(np.squeeze(queries[column]), cmap="gray", vmin=-1, vmax=1)
+        bottom.imshow(np.squeeze(matches[column]), cmap="gray", vmin=-1, vmax=1)
+        top.set_title(labels[column] if labels is not None else f"generated {column}", fontsize=9)
+        bottom.set_title(f"best real match\nSSIM {float(scores[column]):.3f}", fontsize=9)
+        top.set_axis_off()
+        bottom.set_axis_off()
+    return figure
+
+
+def images_row(images, titles, figure: Figure | None = None) -> Figure:
+    """Images in [-1, 1] side by side, each with its title."""
+    figure = figure or Figure(figsize=(2.4 * len(images), 2.9), layout="constrained")
+    figure.clear()
+    for axes, image, title in zip(figure.subplots(1, len(images), squeeze=False)[0], images, titles):
+        axes.imshow(np.squeeze(image), cmap="gray", vmin=-1, vmax=1)
+        axes.set_title(title, fontsize=8)
+        axes.set_axis_off()
+    return figure
+
+
+def save_progress_gif(run_dir, out=None, max_width: int = 768, frame_ms: int = 300) -> Path:
+    """An animated GIF of the run's saved sample grids (samples/step_*.png), in step order."""
+    from PIL import Image
+
+    run_dir = Path(run_dir)
+    frames_paths = sorted((run_dir / "samples").glob("step_*.png"))
+    if not frames_paths:
+        raise FileNotFoundError(f"{run_dir / 'samples'} holds no step_*.png grids yet (train first)")
+    frames = []
+    for path in frames_paths:
+        with Image.open(path) as frame:
+            frame = frame.convert("L")
+            if frame.width > max_width:
+                frame = frame.resize((max_width, round(frame.height * max_width / frame.width)), Image.BILINEAR)
+            frames.append(frame)
+    out = Path(out) if out else run_dir / "progress.gif"
+    durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 5]  # linger on the last grid
+    frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return out

@@ -193,15 +193,26 @@ class BatchSampler:
         return rng.standard_normal((self.batch_size, self.latent_dim)).astype(np.float32)
 
 
+def data_dir_of(config: TrainConfig, progress: bool = False):
+    """The folder a config trains on: its data_dir, or the demo cohort (built on first use)."""
+    if config.demo:
+        return data_utils.make_demo_dataset(config.demo_root, n_subjects=config.demo_subjects, progress=progress)
+    return config.data_dir
+
+
 def load_training_images(config: TrainConfig, progress: bool = True) -> np.ndarray:
     """The configured data (demo cohort or a real folder) at the training size."""
-    if config.demo:
-        data_dir = data_utils.make_demo_dataset(config.demo_root, n_subjects=config.demo_subjects, progress=progress)
-    else:
-        data_dir = config.data_dir
+    data_dir = data_dir_of(config, progress)
     return data_utils.load_oasis(
         data_dir, splits=config.splits, image_size=config.image_size, limit=config.limit, progress=progress
     )
+
+
+def ssim_reference_subset(images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A fixed random subset of the training images (in data order) for SSIM during training."""
+    count = min(count, len(images))
+    chosen = np.sort(np.random.default_rng([seed, 7]).choice(len(images), size=count, replace=False))
+    return images[chosen]
 
 
 # ----------------------------------------------------------------- trainer
@@ -245,12 +256,14 @@ class Trainer:
         self.discriminator = modelscript.build_discriminator(config.arch, config.image_size)
         self.g_optimizer, self.d_optimizer = make_optimizers(config)
         self.fixed_latents = latent_grid(config.seed, config.sample_grid, config.resolved_latent_dim)
+        self.ssim_references = ssim_reference_subset(self.images, config.ssim_references, config.seed)
         self._step_fn = compile_train_step(
             self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, config.batch_size
         )
 
         self.step = 0
         self.last_checkpoint_step = -1
+        self._samples: tuple[int, np.ndarray] | None = None  # (step, fixed-latent images) of the latest sample
         self._pending: list[dict] = []  # metrics of steps not yet written to history
         self._started = self._log_start = time.perf_counter()
         self._elapsed_before = 0.0
@@ -361,6 +374,8 @@ class Trainer:
         row = {"step": self.step, "epoch": self.epoch, **values,
                "images_per_s": len(self._pending) * self.config.batch_size / max(now - self._log_start, 1e-9),
                "elapsed_s": self.elapsed}
+        if self._ssim_due(len(self._pending)):
+            row["nn_ssim"] = self.measure_ssim()
         with open(self.run_dir / HISTORY_FILE, "a", newline="") as handle:
             csv.DictWriter(handle, HISTORY_COLUMNS).writerow(
                 {key: (f"{value:.6g}" if isinstance(value, float) else value) for key, value in row.items()}
@@ -381,10 +396,31 @@ class Trainer:
     def elapsed(self) -> float:
         return self._elapsed_before + (time.perf_counter() - self._started)
 
+    def _ssim_due(self, steps_since_last_row: int) -> bool:
+        """True on the first logged row at or after each multiple of ssim_every, and at the end."""
+        every = self.config.ssim_every
+        if not every:
+            return False
+        return self.done or self.step // every > (self.step - steps_since_last_row) // every
+
+    def measure_ssim(self) -> float:
+        """Median over the fixed sample grid of each image's best SSIM against the reference subset.
+
+        The fast kernel's maxima (within ~1e-7 of skimage); evaluate.py does
+        the full exact search.
+        """
+        import metrics
+
+        scores = metrics.pairwise_ssim(self.sample(), self.ssim_references)
+        return float(np.median(scores.max(axis=1)))
+
     def sample(self, latent_vectors=None) -> np.ndarray:
         """Generated images for the fixed latent grid (or the given latents)."""
-        latents = self.fixed_latents if latent_vectors is None else latent_vectors
-        return generate_images(self.generator, latents)
+        if latent_vectors is not None:
+            return generate_images(self.generator, latent_vectors)
+        if self._samples is None or self._samples[0] != self.step:
+            self._samples = (self.step, generate_images(self.generator, self.fixed_latents))
+        return self._samples[1]
 
     def save_samples(self) -> Path:
         path = self.run_dir / SAMPLES_DIR / f"step_{self.step:08d}.png"

@@ -88,6 +88,28 @@ def test_run_folder_history_samples_and_checkpoints(tmp_path, tiny_images):
     assert TrainConfig.load(run).to_dict() == trainer.config.to_dict()
 
 
+def test_best_match_ssim_is_tracked_in_history(tmp_path, tiny_images):
+    """ssim_every=3 with a row every 2 steps: measured on the first row at or past 3, 6, and at the end."""
+    trainer = training.Trainer(small_config(steps=8, ssim_every=3, ssim_references=16), tmp_path / "run",
+                               images=tiny_images)
+    trainer.fit(progress=False)
+    measured = {int(row["step"]): row["nn_ssim"] for row in read_rows(tmp_path / "run")}
+    assert [step for step, value in measured.items() if value] == [4, 6, 8]
+    assert measured[2] == ""
+    import metrics
+
+    expected = np.median(metrics.pairwise_ssim(trainer.sample(), trainer.ssim_references).max(axis=1))
+    assert float(measured[8]) == pytest.approx(expected, abs=1e-5)
+    assert trainer.ssim_references.shape == (16, 32, 32, 1)
+    history = training.plots.read_history(tmp_path / "run" / "history.csv")
+    assert np.isnan(history["nn_ssim"][0]) and -1 <= history["nn_ssim"][-1] <= 1
+
+
+def test_ssim_tracking_can_be_turned_off(tmp_path, tiny_images):
+    training.Trainer(small_config(steps=4, ssim_every=0), tmp_path / "run", images=tiny_images).fit(progress=False)
+    assert all(row["nn_ssim"] == "" for row in read_rows(tmp_path / "run"))
+
+
 def test_resume_restores_step_optimizer_and_matches_an_uninterrupted_run(tmp_path, tiny_images):
     straight = training.Trainer(small_config(), tmp_path / "straight", images=tiny_images)
     straight.fit(progress=False)
@@ -209,6 +231,8 @@ def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, tiny_images, monkeypatc
         ({"steps": None, "epochs": None}, "epochs"),
         ({"data_dir": None}, "data_dir"),
         ({"splits": ("train", "dev")}, "splits"),
+        ({"ssim_every": -1}, "ssim_every"),
+        ({"ssim_references": 0}, "ssim_references"),
     ],
 )
 def test_config_errors_name_the_field(changes, field):

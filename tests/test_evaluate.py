@@ -1,0 +1,91 @@
+"""evaluate.py end to end on a tiny run, checked against skimage; bad flags."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from test_cli import QUICK, run_script
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, demo_dir):
+    """8 steps at 32x32 that hold the test split out."""
+    root = tmp_path_factory.mktemp("evaluate")
+    run = root / "run"
+    run_script("train.py", "--data", demo_dir, "--steps", 8, "--splits", "train", "validate",
+               "--out", run, *QUICK, cwd=root)
+    return run
+
+
+def test_report_keys_ranges_and_figure(tiny_run, tmp_path):
+    out = tmp_path / "report.json"
+    result = run_script("evaluate.py", "--run", tiny_run, "--n", 6, "--out", out, "--quiet", cwd=tmp_path)
+    report = json.loads(out.read_text())
+    for key in ("nn_ssim_median", "nn_ssim_p10", "nn_ssim_p90", "memorized_fraction",
+                "diversity_ssim_generated", "diversity_ssim_real", "test_nn_ssim_median", "real_test_nn_ssim_median"):
+        assert -1.0 <= report[key] <= 1.0, key
+    assert report["nn_ssim_p10"] <= report["nn_ssim_median"] <= report["nn_ssim_p90"]
+    assert report["test_held_out"] is True and report["n_generated"] == 6 and len(report["samples"]) == 6
+    assert report["n_train_references"] > report["n_test_references"] > 0
+    assert 0.0 <= report["memorized_fraction"] <= 1.0
+    with Image.open(out.with_suffix(".png")) as figure:
+        assert figure.size[0] > figure.size[1]
+    assert "best-match SSIM" in result.stdout and "course bar" in result.stdout
+
+
+def test_best_matches_agree_with_skimage_on_generate_py_images(tiny_run, tmp_path):
+    """The same seed gives generate.py's images; each reported match scores as skimage says."""
+    out = tmp_path / "report.json"
+    run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--seed", 3, "--out", out, "--quiet", cwd=tmp_path)
+    run_script("generate.py", "--run", tiny_run, "--n", 4, "--seed", 3, "--out", tmp_path / "g.png",
+               "--npy", tmp_path / "g.npy", cwd=tmp_path)
+    generated = np.load(tmp_path / "g.npy")[..., 0]
+    import data_utils
+
+    for image, sample in zip(generated, json.loads(out.read_text())["samples"]):
+        real = data_utils.to_float_images(data_utils.read_slice(sample["nn_file"], 32)[None])[0, ..., 0]
+        assert structural_similarity(image, real, data_range=2.0) == pytest.approx(sample["nn_ssim"], abs=1e-4)
+
+
+def test_fid_option_with_random_weights(tiny_run, tmp_path):
+    out = tmp_path / "report.json"
+    run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--fid", "--inception-weights", "random",
+               "--inception-size", 75, "--fid-real", 8, "--out", out, "--quiet", cwd=tmp_path)
+    report = json.loads(out.read_text())
+    assert np.isfinite(report["fid"]) and report["fid"] >= -1e-6
+    assert np.isfinite(report["kid_mean"]) and "not comparable" in report["fid_note"]
+
+
+def test_frechet_and_kernel_distances_on_known_features():
+    import fid
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((200, 8))
+    assert fid.frechet_distance(features, features) == pytest.approx(0.0, abs=1e-6)
+    shifted = features + 3.0  # same covariance, mean moved by 3 in each of 8 dimensions
+    assert fid.frechet_distance(features, shifted) == pytest.approx(9.0 * 8, rel=1e-6)
+    same_kid, _ = fid.kernel_inception_distance(features, features, subsets=3, subset_size=100)
+    far_kid, _ = fid.kernel_inception_distance(features, shifted, subsets=3, subset_size=100)
+    assert abs(same_kid) < 0.01 * far_kid
+    with pytest.raises(ValueError, match="features_a"):
+        fid.frechet_distance(features[:1], features)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n", "1"], "--n: must be at least 2"),
+    (["--out", "report.txt"], "--out: must name a .json file"),
+    (["--memorized-threshold", "1.5"], "--memorized-threshold"),
+    (["--data", "no/such/folder"], "--data: no/such/folder does not exist"),
+    (["--fid", "--inception-weights", "missing.h5"], "--inception-weights: missing.h5 is not a file"),
+])
+def test_bad_flags_name_the_flag(tiny_run, tmp_path, args, message):
+    result = run_script("evaluate.py", "--run", tiny_run, *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_missing_run_folder_is_named(tmp_path):
+    result = run_script("evaluate.py", "--run", tmp_path / "nope", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--run:" in result.stderr and "nope" in result.stderr
