@@ -1,0 +1,71 @@
+"""driver.ipynb as users drive it: papermill parameters, and every widget backed by a variable.
+
+`python -m pytest` also runs the notebook itself under nbval with its stored
+CPU outputs (see pytest.ini); these tests cover what that run does not.
+"""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import notebook_ui
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "driver.ipynb"
+
+
+def parameters_cell():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell is tagged 'parameters' for papermill"
+    return tagged[0].source
+
+
+def test_every_widget_setting_is_a_variable_of_the_parameters_cell():
+    namespace = {"os": __import__("os"), "GPU": False}
+    exec(parameters_cell(), namespace)
+    missing = [name for name in notebook_ui.FIELDS if name not in namespace]
+    assert not missing, f"widgets without a parameter variable: {missing}"
+    assert namespace["IMAGE_SIZE"] == 64 and namespace["STEPS"] and namespace["EPOCHS"] is None  # CPU defaults
+    gpu = {"os": __import__("os"), "GPU": True}
+    exec(parameters_cell(), gpu)
+    assert gpu["IMAGE_SIZE"] == 256 and gpu["EPOCHS"] and gpu["STEPS"] is None
+
+
+def test_settings_form_returns_the_parameters_untouched():
+    pytest.importorskip("ipywidgets")
+    namespace = {"os": __import__("os"), "GPU": False}
+    exec(parameters_cell(), namespace)
+    values = notebook_ui.SettingsForm(namespace).values()
+    assert values == {name: namespace[name] for name in notebook_ui.FIELDS}
+    config = notebook_ui.make_config(values, seed=0, splits=namespace["SPLITS"], demo_root="data/demo", demo_subjects=48)
+    assert config.demo and config.image_size == 64 and config.steps == namespace["STEPS"]
+    assert "test" not in config.splits  # the notebook keeps the test split unseen
+
+
+def test_epochs_wins_over_steps():
+    values = dict(DATA_DIR="somewhere", ARCH="dcgan", IMAGE_SIZE=32, EPOCHS=2, STEPS=100, BATCH_SIZE=8,
+                  G_LEARNING_RATE=2e-4, D_LEARNING_RATE=1e-4, LATENT_DIM=None, FLIP=True, RUN_DIR=None, RESUME=False)
+    config = notebook_ui.make_config(values, seed=0, splits=["train"], demo_root="unused", demo_subjects=3)
+    assert config.epochs == 2 and config.steps is None and not config.demo
+
+
+def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    run = tmp_path / "run"
+    papermill.execute_notebook(
+        str(NOTEBOOK), str(tmp_path / "out.ipynb"), cwd=str(ROOT), kernel_name="python3", progress_bar=False,
+        parameters=dict(EPOCHS=1, IMAGE_SIZE=32, BATCH_SIZE=8, DEMO_ROOT=str(tmp_path / "demo"), DEMO_SUBJECTS=3,
+                        RUN_DIR=str(run), N_SEARCH=4, TOP_K=2),
+    )
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["steps"] is None and config["image_size"] == 32
+    for name in ("samples.png", "losses.png", "progress.gif", "history.csv"):
+        assert (run / name).is_file(), name
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    text = "".join(output.get("text", "") for cell in executed.cells if cell.cell_type == "code"
+                   for output in cell.get("outputs", []))
+    assert "demo cohort (MNI152 template), 3 subjects" in text
+    assert "indices (4, 2), scores (4, 2)" in text
