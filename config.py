@@ -56,6 +56,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # how many recent checkpoints to keep
     sample_grid: int = 36  # images in each sample grid (a square number looks best)
     deterministic: bool = False  # enable TF op determinism (bit-exact CPU reruns, slower on GPU)
+    jit_compile: bool = False  # compile the step with XLA (slower on the CPU: benchmarks/bench_train.py)
     ssim_every: int = 100  # steps per best-match SSIM of the sample grid in history.csv; 0 turns it off
     ssim_references: int = 256  # fixed random training images that SSIM is measured against
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run

@@ -34,7 +34,7 @@ FIELD_FLAGS = {  # config field -> the flag that sets it, for error messages
     "flip": "--no-flip", "seed": "--seed", "log_every": "--log-every", "sample_every": "--sample-every",
     "checkpoint_every": "--checkpoint-every", "keep_checkpoints": "--keep-checkpoints",
     "sample_grid": "--sample-grid", "deterministic": "--deterministic", "ssim_every": "--ssim-every",
-    "ssim_references": "--ssim-references",
+    "ssim_references": "--ssim-references", "jit_compile": "--xla",
 }
 
 
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-checkpoints", type=int)
     parser.add_argument("--sample-grid", type=int)
     parser.add_argument("--deterministic", action="store_true", default=None)
+    parser.add_argument("--xla", dest="jit_compile", action="store_true", default=None,
+                        help="compile the training step with XLA (for GPUs; slower on the CPU)")
     parser.add_argument("--ssim-every", type=int, help="steps per best-match SSIM in history.csv (0: off; default 100)")
     parser.add_argument("--ssim-references", type=int, help="training images SSIM is measured against (default 256)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -98,8 +98,9 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     }
 
 
-def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int):
-    """``train_step`` as a tf.function with fixed shapes: traced once, then reused."""
+def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
+                       jit_compile: bool = False):
+    """``train_step`` as a tf.function with fixed shapes: traced once, then reused (XLA if asked)."""
     image_size = generator.output_shape[1]
     latent_dim = generator.input_shape[-1]
     for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
@@ -110,7 +111,7 @@ def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch
         tf.TensorSpec((batch_size, latent_dim), tf.float32, name="latent_vectors"),
     ]
 
-    @tf.function(input_signature=signature)
+    @tf.function(input_signature=signature, jit_compile=jit_compile)
     def compiled_step(real_images, latent_vectors):
         return train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors)
 
@@ -258,7 +259,8 @@ class Trainer:
         self.fixed_latents = latent_grid(config.seed, config.sample_grid, config.resolved_latent_dim)
         self.ssim_references = ssim_reference_subset(self.images, config.ssim_references, config.seed)
         self._step_fn = compile_train_step(
-            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, config.batch_size
+            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, config.batch_size,
+            jit_compile=config.jit_compile,
         )
 
         self.step = 0

@@ -1,4 +1,4 @@
-"""Training throughput (images/s) of the compiled GradientTape step.
+"""Training throughput (images/s) of the compiled GradientTape step, with FLOPs.
 
     python benchmarks/bench_train.py                                  # CPU defaults: 64x64
     python benchmarks/bench_train.py --sizes 64 256 --archs dcgan dcgan-classic --batch-size 32
@@ -8,6 +8,13 @@ tf.function with XLA jit_compile) it builds the models, runs warm-up steps
 (tracing and compilation excluded), then times --repeats blocks of --steps
 steps and prints the median images/s, one row per configuration, all in one
 run so the rows compare side by side on the same machine.
+
+FLOP columns are analytic, counted from the layers
+(``modelscript.forward_flops``): "fwd GFLOP" is one image through G and twice
+through D (real and generated), "step GFLOP" about 3x that (forward and
+backward).  TFLOP/s is step GFLOP x images/s; on a known GPU the last column
+is that as a share of the device's dense bf16/fp16 tensor-core peak (float32
+steps cannot reach it; the column says how far there is to go).
 """
 
 from __future__ import annotations
@@ -30,9 +37,24 @@ import training
 from config import TrainConfig
 
 
-def time_config(arch: str, size: int, batch_size: int, jit: bool, steps: int, repeats: int, warmup: int) -> float:
+# Dense bf16/fp16 tensor-core peak in TFLOP/s (vendor data sheets, without sparsity).
+GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0, "V100": 125.0, "T4": 65.0}
+
+
+def device_peak(device_name: str) -> float | None:
+    for key, peak in GPU_PEAK_TFLOPS.items():
+        if key in device_name.upper():
+            return peak
+    return None
+
+
+def time_config(arch: str, size: int, batch_size: int, jit: bool, steps: int, repeats: int,
+                warmup: int) -> tuple[float, int, int]:
+    """Median images/s, and forward and step FLOPs per image."""
     generator = modelscript.build_generator(arch, size)
     discriminator = modelscript.build_discriminator(arch, size)
+    forward = modelscript.forward_flops(generator) + 2 * modelscript.forward_flops(discriminator)
+    step_flops = modelscript.train_step_flops(generator, discriminator)
     g_optimizer, d_optimizer = training.make_optimizers(TrainConfig(demo=True, steps=1))
     for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
         optimizer.build(model.trainable_variables)
@@ -53,7 +75,7 @@ def time_config(arch: str, size: int, batch_size: int, jit: bool, steps: int, re
             metrics = step(real, latents)
         float(metrics["g_loss"])  # wait for the last step
         rates.append(steps * batch_size / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return statistics.median(rates), forward, step_flops
 
 
 def main() -> None:
@@ -67,16 +89,21 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["tf.function", "xla"], choices=["tf.function", "xla"])
     args = parser.parse_args()
 
-    gpus = tf.config.list_physical_devices("GPU")
-    device = gpus[0].name if gpus else f"CPU ({os.cpu_count()} cores)"
+    device = training.describe_environment()["device"]
+    peak = device_peak(device)
     print(f"device: {device}; TensorFlow {tf.__version__}; batch {args.batch_size}; "
           f"median of {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps")
-    print(f"{'arch':<14} {'size':>5} {'mode':<12} {'images/s':>9} {'ms/step':>8}")
+    print(f"{'arch':<14} {'size':>5} {'mode':<12} {'images/s':>9} {'ms/step':>8} {'fwd GFLOP':>10} "
+          f"{'step GFLOP':>11} {'TFLOP/s':>8} {'% peak':>7}")
     for arch in args.archs:
         for size in args.sizes:
             for mode in args.modes:
-                rate = time_config(arch, size, args.batch_size, mode == "xla", args.steps, args.repeats, args.warmup)
-                print(f"{arch:<14} {size:>5} {mode:<12} {rate:>9.1f} {1000 * args.batch_size / rate:>8.0f}", flush=True)
+                rate, forward, step_flops = time_config(arch, size, args.batch_size, mode == "xla", args.steps,
+                                                        args.repeats, args.warmup)
+                tflops = rate * step_flops / 1e12
+                share = f"{100 * tflops / peak:>6.1f}%" if peak else f"{'n/a':>7}"
+                print(f"{arch:<14} {size:>5} {mode:<12} {rate:>9.1f} {1000 * args.batch_size / rate:>8.0f} "
+                      f"{forward / 1e9:>10.2f} {step_flops / 1e9:>11.2f} {tflops:>8.3f} {share}", flush=True)
 
 
 if __name__ == "__main__":

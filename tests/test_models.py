@@ -58,3 +58,24 @@ def test_bad_arguments_are_named():
         modelscript.build_generator("dcgan", 32, latent_dim=0)
     with pytest.raises(NotImplementedError, match="stylegan"):
         modelscript.build_generator("stylegan", 64)
+
+
+def test_flop_count_matches_a_hand_count():
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8 outputs x 3*3*3*4 multiply-adds
+    x = layers.Conv2DTranspose(2, 4, strides=2, padding="same")(x)  # 8*8 inputs x 4*4*4*2
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(5)(x)  # (16*16*2) x 5
+    model = keras.Model(inputs, outputs)
+    assert modelscript.forward_flops(model) == 2 * (64 * 108 + 64 * 128 + 512 * 5)
+
+
+def test_dcgan_256_step_flops_are_in_the_expected_range():
+    generator = modelscript.build_generator("dcgan", 256)
+    discriminator = modelscript.build_discriminator("dcgan", 256)
+    forward = modelscript.forward_flops(generator) + 2 * modelscript.forward_flops(discriminator)
+    assert 17e9 < forward < 19e9  # the "about 17 GFLOP per image" is this forward count
+    assert modelscript.train_step_flops(generator, discriminator) == 3 * forward

@@ -110,6 +110,14 @@ def test_ssim_tracking_can_be_turned_off(tmp_path, tiny_images):
     assert all(row["nn_ssim"] == "" for row in read_rows(tmp_path / "run"))
 
 
+def test_xla_compiled_step_trains(tmp_path, tiny_images):
+    trainer = training.Trainer(small_config(steps=2, log_every=1, jit_compile=True), tmp_path / "run", images=tiny_images)
+    trainer.fit(progress=False)
+    rows = read_rows(tmp_path / "run")
+    assert [int(row["step"]) for row in rows] == [1, 2]
+    assert all(np.isfinite(float(row["g_loss"])) for row in rows)
+
+
 def test_resume_restores_step_optimizer_and_matches_an_uninterrupted_run(tmp_path, tiny_images):
     straight = training.Trainer(small_config(), tmp_path / "straight", images=tiny_images)
     straight.fit(progress=False)
