@@ -18,6 +18,14 @@ from modelscript import ARCHITECTURES, IMAGE_SIZES, default_latent_dim
 CONFIG_FILE = "config.json"
 
 
+def next_run_dir(arch: str, image_size: int, root: Path = Path("runs"), prefix: str = "") -> Path:
+    """The first free ``root/<prefix><arch>-<size>px-NNN``."""
+    index = 1
+    while (root / f"{prefix}{arch}-{image_size}px-{index:03d}").exists():
+        index += 1
+    return root / f"{prefix}{arch}-{image_size}px-{index:03d}"
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; ``field`` names it."""
 

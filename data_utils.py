@@ -259,6 +259,12 @@ def load_oasis(
     return to_float_images(pixels)
 
 
+def random_subset(images: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` images drawn without replacement (all of them if fewer), kept in data order."""
+    chosen = rng.choice(len(images), size=min(count, len(images)), replace=False)
+    return images[np.sort(chosen)]
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """float images in [-1, 1] (any leading shape, optional channel) -> uint8 0..255."""
     images = np.asarray(images, dtype=np.float32)

@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
+import data_utils
 import metrics
 
 DEFAULT_N = 64
@@ -94,7 +95,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 def data_source(args: argparse.Namespace, config) -> tuple[Path, str]:
     """The folder to compare with: --data, --demo, or else the data the run trained on."""
-    import data_utils
     from config import TrainConfig
     from training import data_dir_of
 
@@ -120,7 +120,6 @@ def figure_picks(scores: np.ndarray) -> list[tuple[str, int]]:
 
 
 def evaluate(args: argparse.Namespace, log=print) -> dict:
-    import data_utils
     import generate
     import plots
     from training import generate_images
@@ -143,7 +142,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     test_score = metrics.nearest_neighbour_scores(generated, test)
 
     rng = np.random.default_rng([args.seed, 11])
-    real_subset = train[np.sort(rng.choice(len(train), size=min(args.n, len(train)), replace=False))]
+    real_subset = data_utils.random_subset(train, args.n, rng)
     report = {
         "run": str(args.run), "step": int(state["step"]), "arch": config.arch, "image_size": config.image_size,
         "n_generated": args.n, "seed": args.seed, "data": description,
@@ -160,7 +159,7 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
         "search_pairs_per_s": args.n * len(train) / max(search_seconds, 1e-9),
     }
     if test_held_out:
-        real_queries = test[np.sort(rng.choice(len(test), size=min(args.n, len(test)), replace=False))]
+        real_queries = data_utils.random_subset(test, args.n, rng)
         report.update(percentile_summary("real_test_nn_ssim", metrics.nearest_neighbour_scores(real_queries, train)))
     if args.fid:
         report.update(fid_scores(args, train, generated, rng, log))
@@ -193,7 +192,7 @@ def fid_scores(args, train: np.ndarray, generated: np.ndarray, rng, log) -> dict
         model = fid.inception_model(weights, input_size=args.inception_size)
     except (RuntimeError, FileNotFoundError) as error:
         raise FlagError("--inception-weights", str(error)) from error
-    real = train[np.sort(rng.choice(len(train), size=min(args.fid_real, len(train)), replace=False))]
+    real = data_utils.random_subset(train, args.fid_real, rng)
     log(f"InceptionV3 features of {len(real)} real and {len(generated)} generated images")
     real_features, fake_features = fid.inception_features(model, real), fid.inception_features(model, generated)
     kid_mean, kid_std = fid.kernel_inception_distance(real_features, fake_features, seed=args.seed)
@@ -235,9 +234,7 @@ def main(argv=None) -> int:
     except FlagError as error:
         parser.error(f"{error.flag}: {error}")
     except (FileNotFoundError, ValueError, RuntimeError) as error:  # DataError, CheckpointError, bad run folder
-        from data_utils import DataError
-
-        parser.error(f"{'--data' if args.data and isinstance(error, DataError) else '--run'}: {error}")
+        parser.error(f"{'--data' if args.data and isinstance(error, data_utils.DataError) else '--run'}: {error}")
     print("\n".join(summary_lines(report)))
     return 0
 

@@ -91,12 +91,11 @@ def make_config(settings: dict, seed: int, splits, demo_root: str, demo_subjects
     ).validate()
 
 
-def new_run_dir(config, root: Path = Path("runs")) -> Path:
+def new_run_dir(config) -> Path:
     """The next free ``runs/notebook-<arch>-<size>px-NNN``."""
-    index = 1
-    while (root / f"notebook-{config.arch}-{config.image_size}px-{index:03d}").exists():
-        index += 1
-    return root / f"notebook-{config.arch}-{config.image_size}px-{index:03d}"
+    from config import next_run_dir
+
+    return next_run_dir(config.arch, config.image_size, prefix="notebook-")
 
 
 def describe_config(config) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from config import ConfigError, TrainConfig
+from config import ConfigError, TrainConfig, next_run_dir
 
 # `--demo` alone must finish in under 10 minutes on 2 CPU cores (cohort build included):
 # 700 steps of batch 16 at 64x64 run about 7.5 minutes at ~26 images/s there.
@@ -90,13 +90,6 @@ def explicit_settings(args: argparse.Namespace) -> dict:
     elif "epochs" in values:
         values["steps"] = None
     return values
-
-
-def next_run_dir(arch: str, image_size: int, root: Path = Path("runs")) -> Path:
-    index = 1
-    while (root / f"{arch}-{image_size}px-{index:03d}").exists():
-        index += 1
-    return root / f"{arch}-{image_size}px-{index:03d}"
 
 
 def gpu_available() -> bool:

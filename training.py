@@ -211,9 +211,7 @@ def load_training_images(config: TrainConfig, progress: bool = True) -> np.ndarr
 
 def ssim_reference_subset(images: np.ndarray, count: int, seed: int) -> np.ndarray:
     """A fixed random subset of the training images (in data order) for SSIM during training."""
-    count = min(count, len(images))
-    chosen = np.sort(np.random.default_rng([seed, 7]).choice(len(images), size=count, replace=False))
-    return images[chosen]
+    return data_utils.random_subset(images, count, np.random.default_rng([seed, 7]))
 
 
 # ----------------------------------------------------------------- trainer
