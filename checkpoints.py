@@ -8,6 +8,10 @@ A checkpoint is a folder ``RUN/checkpoints/ckpt-00001234/`` holding
                               states, as plain numpy arrays
     state.json                step, epoch, architecture, names of the arrays
 
+and, for StyleGAN runs, ``generator_ema.weights.h5`` (the averaged generator
+used for sampling) plus the augmentation RNG in training_state.npz and the
+augmentation probability in state.json.
+
 It is written into a temporary sibling folder and renamed into place only
 when complete, so a kill at any moment (even mid-save) leaves the previous
 checkpoint whole; ``latest_checkpoint`` ignores unfinished folders.
@@ -68,8 +72,13 @@ def latest_checkpoint(run_dir) -> Path | None:
 
 
 def save_checkpoint(run_dir, step: int, epoch: int, generator, discriminator, g_optimizer, d_optimizer,
-                    meta: dict, keep: int = 3) -> Path:
-    """Write a complete checkpoint for ``step`` atomically; keep the newest ``keep``."""
+                    meta: dict, keep: int = 3, extra_models: dict | None = None,
+                    extra_variables: dict | None = None) -> Path:
+    """Write a complete checkpoint for ``step`` atomically; keep the newest ``keep``.
+
+    ``extra_models`` ({file stem: model}) are saved as more weight files and
+    ``extra_variables`` ({name: [variables]}) into training_state.npz.
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"ckpt-{step:08d}"
@@ -77,14 +86,18 @@ def save_checkpoint(run_dir, step: int, epoch: int, generator, discriminator, g_
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
 
-    generator.save_weights(staging / "generator.weights.h5")
-    discriminator.save_weights(staging / "discriminator.weights.h5")
+    models = {"generator": generator, "discriminator": discriminator, **(extra_models or {})}
+    for name, model in models.items():
+        model.save_weights(staging / f"{name}.weights.h5")
     arrays = {}
     for prefix, optimizer in (("g_optimizer", g_optimizer), ("d_optimizer", d_optimizer)):
         for index, value in enumerate(_optimizer_arrays(optimizer)):
             arrays[f"{prefix}/{index:04d}"] = value
     for prefix, model in (("g_seed", generator), ("d_seed", discriminator)):
         for index, variable in enumerate(_seed_states(model)):
+            arrays[f"{prefix}/{index:04d}"] = np.asarray(variable.numpy())
+    for prefix, variables in (extra_variables or {}).items():
+        for index, variable in enumerate(variables):
             arrays[f"{prefix}/{index:04d}"] = np.asarray(variable.numpy())
     np.savez(staging / "training_state.npz", **arrays)
     state = dict(meta, step=int(step), epoch=int(epoch), saved_at=time.time(),
@@ -126,12 +139,28 @@ def _assign(variables, arrays: list, what: str, checkpoint: Path) -> None:
         variable.assign(value)
 
 
+def load_model_weights(model, checkpoint: Path, name: str) -> None:
+    """``checkpoint/<name>.weights.h5`` into ``model``; any mismatch is a CheckpointError."""
+    try:
+        with warnings.catch_warnings():
+            # Keras only warns when a saved layer is missing and keeps fresh weights.
+            warnings.simplefilter("error")
+            model.load_weights(Path(checkpoint) / f"{name}.weights.h5")
+    except (ValueError, OSError, KeyError, Warning) as exc:
+        raise CheckpointError(
+            f"{checkpoint}: cannot load {name}.weights.h5 into this model ({exc}); "
+            "it was saved by a different architecture or image size"
+        ) from exc
+
+
 def restore_checkpoint(checkpoint, generator, discriminator=None, g_optimizer=None, d_optimizer=None,
-                       expect: dict | None = None) -> dict:
+                       expect: dict | None = None, extra_models: dict | None = None,
+                       extra_variables: dict | None = None) -> dict:
     """Load a checkpoint into built models (and optimizers); return its state.json.
 
     ``expect`` (e.g. {"arch": "dcgan", "image_size": 64}) is checked against
-    what the checkpoint recorded before anything is loaded.
+    what the checkpoint recorded before anything is loaded.  ``extra_models``
+    and ``extra_variables`` are those given to ``save_checkpoint``.
     """
     checkpoint = Path(checkpoint)
     state = read_state(checkpoint)
@@ -140,20 +169,10 @@ def restore_checkpoint(checkpoint, generator, discriminator=None, g_optimizer=No
             raise CheckpointError(
                 f"{checkpoint} was saved with {key}={state.get(key)!r}, but this run needs {key}={wanted!r}"
             )
-    pairs = [("generator", generator), ("discriminator", discriminator)]
-    for name, model in pairs:
-        if model is None:
-            continue
-        try:
-            with warnings.catch_warnings():
-                # Keras only warns when a saved layer is missing and keeps fresh weights.
-                warnings.simplefilter("error")
-                model.load_weights(checkpoint / f"{name}.weights.h5")
-        except (ValueError, OSError, KeyError, Warning) as exc:
-            raise CheckpointError(
-                f"{checkpoint}: cannot load {name}.weights.h5 into this {name} ({exc}); "
-                "it was saved by a different architecture or image size"
-            ) from exc
+    models = {"generator": generator, "discriminator": discriminator, **(extra_models or {})}
+    for name, model in models.items():
+        if model is not None:
+            load_model_weights(model, checkpoint, name)
     if g_optimizer is None and d_optimizer is None:
         return state
     with np.load(checkpoint / "training_state.npz") as stored:
@@ -169,4 +188,6 @@ def restore_checkpoint(checkpoint, generator, discriminator=None, g_optimizer=No
         for prefix, model in (("g_seed", generator), ("d_seed", discriminator)):
             if model is not None:
                 _assign(_seed_states(model), group(prefix), prefix, checkpoint)
+        for prefix, variables in (extra_variables or {}).items():
+            _assign(variables, group(prefix), prefix, checkpoint)
     return state

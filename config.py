@@ -16,6 +16,15 @@ from pathlib import Path
 from modelscript import ARCHITECTURES, IMAGE_SIZES, default_latent_dim
 
 CONFIG_FILE = "config.json"
+# Optimiser settings left as None take the architecture's own: the DCGAN seeds'
+# (G 2e-4, D 1e-4, beta1 0.5), or StyleGAN2's (2e-3 for both, betas 0 and 0.99).
+# Equalised learning rates are why StyleGAN can use a 10x higher rate.
+OPTIMIZER_DEFAULTS = {
+    "dcgan": {"g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.999},
+    "dcgan-classic": {"g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.999},
+    "stylegan": {"g_learning_rate": 2e-3, "d_learning_rate": 2e-3, "beta_1": 0.0, "beta_2": 0.99},
+}
+AUGMENT_MODES = ("ada", "off")
 
 
 def next_run_dir(arch: str, image_size: int, root: Path = Path("runs"), prefix: str = "") -> Path:
@@ -44,18 +53,27 @@ class TrainConfig:
     splits: tuple = ("train", "validate", "test")  # seed 000 trained on all three
     limit: int | None = None  # use only the first N images (quick trials)
     # --- model
-    arch: str = "dcgan"  # "dcgan" (seed 000), "dcgan-classic" (Radford et al.)
+    arch: str = "dcgan"  # "dcgan" (seed 000), "dcgan-classic" (Radford et al.), "stylegan" (StyleGAN2)
     image_size: int = 64  # 64 trains in minutes on a CPU; 256 is OASIS's size (GPU)
-    latent_dim: int | None = None  # None: the architecture's default (256 / 100)
+    latent_dim: int | None = None  # None: the architecture's default (dcgan 256, classic 100, stylegan 512)
     # --- optimisation
     batch_size: int = 32  # seeds used 10-64; drop_remainder keeps shapes fixed
     epochs: int | None = None  # passes over the data; or give steps instead
     steps: int | None = None  # total generator updates; overrides epochs
-    g_learning_rate: float = 2e-4  # seeds 000/001: G 2e-4
-    d_learning_rate: float = 1e-4  # seeds 000/001: D 1e-4 so D does not run away
-    beta_1: float = 0.5  # Radford et al.; 0.9 (Adam's default) is less stable for GANs
-    beta_2: float = 0.999
+    # None below: the architecture's default (OPTIMIZER_DEFAULTS), filled in by validate()
+    g_learning_rate: float | None = None  # dcgans: G 2e-4 (seeds 000/001); stylegan 2e-3
+    d_learning_rate: float | None = None  # dcgans: D 1e-4 so D does not run away; stylegan 2e-3
+    beta_1: float | None = None  # dcgans 0.5 (Radford et al.; Adam's 0.9 is less stable); stylegan 0
+    beta_2: float | None = None  # dcgans 0.999; stylegan 0.99
     flip: bool = True  # random left-right flips (seed 002): hemispheres are near-symmetric
+    # --- stylegan only (the DCGANs ignore these)
+    r1_gamma: float | None = None  # R1 penalty weight; None: 0.0002 * size^2 / batch (StyleGAN2-ADA's rule)
+    r1_every: int = 16  # lazy regularisation: R1 on every 16th step, weighted x16
+    style_mixing: float = 0.9  # probability that a training batch mixes two latents' styles
+    ema_kimg: float | None = None  # half-life of the generator EMA in thousands of images; None: batch * 10 / 32
+    augment: str = "ada"  # "ada": adaptive discriminator augmentation; "off"
+    ada_target: float = 0.6  # ADA raises p while E[sign(D(real))] is above this
+    ada_kimg: float = 100.0  # thousands of images over which p can go from 0 to 1 (ADA paper: 500)
     # --- bookkeeping
     seed: int = 0  # one seed makes a CPU run reproducible
     log_every: int = 10  # steps per history.csv row (losses averaged over them)
@@ -72,6 +90,22 @@ class TrainConfig:
     @property
     def resolved_latent_dim(self) -> int:
         return self.latent_dim if self.latent_dim is not None else default_latent_dim(self.arch)
+
+    def optimizer_settings(self) -> dict:
+        """Learning rates and Adam betas, the architecture's defaults filling the unset ones."""
+        defaults = OPTIMIZER_DEFAULTS.get(self.arch, OPTIMIZER_DEFAULTS["dcgan"])
+        return {name: default if getattr(self, name) is None else getattr(self, name)
+                for name, default in defaults.items()}
+
+    @property
+    def resolved_r1_gamma(self) -> float:
+        """R1 weight: StyleGAN2-ADA's heuristic 0.0002 * size^2 / batch unless set."""
+        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * self.image_size**2 / self.batch_size
+
+    @property
+    def resolved_ema_kimg(self) -> float:
+        """Generator EMA half-life in thousands of images: StyleGAN2-ADA's batch * 10 / 32 unless set."""
+        return self.ema_kimg if self.ema_kimg is not None else self.batch_size * 10 / 32
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ConfigError naming the first bad one."""
@@ -90,8 +124,8 @@ class TrainConfig:
 
         if self.arch not in ARCHITECTURES:
             raise ConfigError("arch", f"must be one of {ARCHITECTURES}, got {self.arch!r}")
-        if self.arch == "stylegan":
-            raise ConfigError("arch", "'stylegan' is not available yet; use 'dcgan' or 'dcgan-classic'")
+        for name, value in self.optimizer_settings().items():
+            setattr(self, name, value)
         if self.image_size not in IMAGE_SIZES:
             raise ConfigError("image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size!r}")
         if not self.demo and not self.data_dir:
@@ -116,6 +150,21 @@ class TrainConfig:
                 raise ConfigError(name, f"must be a number in (0, 1), got {value!r}")
         unit_interval("beta_1")
         unit_interval("beta_2")
+        positive_int("r1_every")
+        for name, zero_ok in (("r1_gamma", True), ("ema_kimg", False), ("ada_kimg", False)):
+            value = getattr(self, name)
+            if value is None and name != "ada_kimg":
+                continue
+            number = not isinstance(value, bool) and isinstance(value, (int, float))
+            if not number or not (value >= 0 if zero_ok else value > 0):
+                kind = "non-negative" if zero_ok else "positive"
+                raise ConfigError(name, f"must be a {kind} number, got {value!r}")
+        for name in ("style_mixing", "ada_target"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ConfigError(name, f"must be a number in [0, 1], got {value!r}")
+        if self.augment not in AUGMENT_MODES:
+            raise ConfigError("augment", f"must be one of {AUGMENT_MODES}, got {self.augment!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")
         splits = (self.splits,) if isinstance(self.splits, str) else tuple(self.splits)

@@ -2,10 +2,14 @@
 
     python generate.py --run runs/dcgan-64px-001 --n 64 --out grid.png
     python generate.py --run RUN --n 1000 --out grid.png --npy samples.npy --seed 7
+    python generate.py --run runs/stylegan-64px-001 --n 64 --out typical.png --truncation 0.7
 
 Loads RUN/config.json and the generator of the run's latest checkpoint (or
 --checkpoint), samples N images from seeded latent vectors, and writes them
 as one PNG grid; --npy also saves the float32 (N, S, S, 1) array in [-1, 1].
+For StyleGAN runs the averaged (EMA) generator is used, and --truncation PSI
+(0 to 1) pulls the styles towards the average: 1 is the full variety, 0 the
+one "average" slice, 0.5 to 0.8 the usual compromise.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import numpy as np
 
 MAX_GRID = 1024  # more images than this go to --npy; the grid shows the first ones
+EMA_WEIGHTS = "generator_ema"  # the checkpoint's averaged generator (StyleGAN runs)
 
 
 def load_generator(run_dir, checkpoint=None):
@@ -38,6 +43,8 @@ def load_generator(run_dir, checkpoint=None):
     generator = modelscript.build_generator(config.arch, config.image_size, config.resolved_latent_dim)
     expect = {"arch": config.arch, "image_size": config.image_size, "latent_dim": config.resolved_latent_dim}
     state = checkpoints.restore_checkpoint(checkpoint, generator, expect=expect)
+    if (checkpoint / f"{EMA_WEIGHTS}.weights.h5").is_file():  # StyleGAN: sample from the averaged generator
+        checkpoints.load_model_weights(generator, checkpoint, EMA_WEIGHTS)
     return generator, config, state
 
 
@@ -53,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--npy", help="also save the images as a float32 .npy array")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
     parser.add_argument("--checkpoint", help="a checkpoint folder of the run (default: the latest)")
+    parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                        help="StyleGAN only: truncation psi in [0, 1] (default 1: no truncation)")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n: must be a positive integer, got {args.n}")
@@ -62,22 +71,29 @@ def main(argv=None) -> int:
         parser.error(f"--out: must name a .png file, got {args.out!r}")
     if args.npy and not args.npy.lower().endswith(".npy"):
         parser.error(f"--npy: must name a .npy file, got {args.npy!r}")
+    if not 0.0 <= args.truncation <= 1.0:
+        parser.error(f"--truncation: must be a number in [0, 1], got {args.truncation}")
 
     try:
         generator, config, state = load_generator(args.run, args.checkpoint)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         parser.error(f"--run: {error}")
 
+    if args.truncation != 1.0 and config.arch != "stylegan":
+        parser.error(f"--truncation: only StyleGAN runs have a style space to truncate; {args.run} is {config.arch}")
+
     import data_utils
     from training import generate_images
 
-    images = generate_images(generator, sample_latents(args.n, config.resolved_latent_dim, args.seed))
+    latents = sample_latents(args.n, config.resolved_latent_dim, args.seed)
+    images = generate_images(generator, latents, truncation_psi=args.truncation)
     data_utils.save_image_grid(args.out, images[:MAX_GRID])
     if args.npy:
         Path(args.npy).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.npy, images)
-    print(f"{args.n} images of {config.image_size}x{config.image_size} from {args.run} (step {state['step']}) "
-          f"-> {args.out}" + (f" and {args.npy}" if args.npy else ""))
+    print(f"{args.n} images of {config.image_size}x{config.image_size} from {args.run} (step {state['step']})"
+          + (f", truncation psi {args.truncation:g}" if args.truncation != 1.0 else "")
+          + f" -> {args.out}" + (f" and {args.npy}" if args.npy else ""))
     return 0
 
 

@@ -21,8 +21,12 @@ Architectures (``arch``):
     halving the filters up to S (five of them at 128, six at 256), ReLU and
     batchnorm, tanh output, Glorot-normal initialisation.  D: the mirror, with
     LeakyReLU(0.2), batchnorm after the first layer, no dropout.
-``"stylegan"``
-    Not yet available (its own issue); asking for it raises a clear error.
+``"stylegan"`` (StyleGAN2, as seeds 002 and 004 aimed for; stylegan.py)
+    G: mapping network (equalised learning rate) to a style vector w, a
+    learned constant 4x4 input, modulated/demodulated 3x3 convs with
+    per-layer noise, skip "to image" outputs, tanh.  D: residual blocks with
+    minibatch standard deviation.  Trained with R1, style mixing, a generator
+    EMA and adaptive augmentation (training.py, augment.py).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import math
 
 import keras
 from keras import layers
+
+import stylegan
 
 ARCHITECTURES = ("dcgan", "dcgan-classic", "stylegan")
 IMAGE_SIZES = (32, 64, 128, 256)
@@ -46,13 +52,9 @@ DENSE_UNITS_CAP = 2**17  # dcgan: keeps the projection under ~33M weights at 256
 
 
 def check_arch(arch: str, image_size: int) -> None:
-    """Raise ValueError naming the bad argument, or NotImplementedError for stylegan."""
+    """Raise ValueError naming the bad argument."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
-    if arch == "stylegan":
-        raise NotImplementedError(
-            "arch 'stylegan' is not available yet (planned in its own issue); use 'dcgan' or 'dcgan-classic'"
-        )
     if image_size not in IMAGE_SIZES:
         raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
 
@@ -74,15 +76,24 @@ def build_generator(arch: str = "dcgan", image_size: int = 256, latent_dim: int 
     """``(B, latent_dim)`` latent vectors -> ``(B, S, S, 1)`` images in [-1, 1]."""
     check_arch(arch, image_size)
     latent_dim = _resolve_latent(arch, latent_dim)
-    builder = _dcgan_generator if arch == "dcgan" else _classic_generator
-    return builder(image_size, latent_dim)
+    builders = {"dcgan": _dcgan_generator, "dcgan-classic": _classic_generator,
+                "stylegan": stylegan.build_generator}
+    return builders[arch](image_size, latent_dim)
 
 
 def build_discriminator(arch: str = "dcgan", image_size: int = 256) -> keras.Model:
     """``(B, S, S, 1)`` images -> ``(B, 1)`` logits (real = 1, fake = 0)."""
     check_arch(arch, image_size)
-    builder = _dcgan_discriminator if arch == "dcgan" else _classic_discriminator
-    return builder(image_size)
+    builders = {"dcgan": _dcgan_discriminator, "dcgan-classic": _classic_discriminator,
+                "stylegan": stylegan.build_discriminator}
+    return builders[arch](image_size)
+
+
+def generator_io(generator) -> tuple[int, int]:
+    """(latent_dim, image_size) of any generator built here."""
+    if isinstance(generator, stylegan.StyleGenerator):
+        return generator.latent_dim, generator.image_size
+    return generator.input_shape[-1], generator.output_shape[1]
 
 
 # ----------------------------------------------------------------- dcgan
@@ -175,9 +186,13 @@ def forward_flops(model: keras.Model) -> int:
     are left out).  A transposed conv scatters every input pixel through its
     k x k x C_out kernel, so it is counted on its input size.
     """
+    if hasattr(model, "forward_flops"):  # stylegan's generator counts its own layers
+        return int(model.forward_flops())
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Dense):
+        if hasattr(layer, "forward_flops"):  # stylegan's equalised and modulated layers
+            total += layer.forward_flops()
+        elif isinstance(layer, layers.Dense):
             total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
         elif isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
             kernel_h, kernel_w, channels_in, channels_out = (

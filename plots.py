@@ -18,7 +18,9 @@ from matplotlib.figure import Figure
 REQUIRED_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
 # Measured on some rows only (blank elsewhere): the median best-match SSIM of
 # the fixed sample grid against a fixed subset of the training images.
-OPTIONAL_COLUMNS = ("nn_ssim",)
+# StyleGAN runs add the R1 penalty (on the rows whose steps applied it) and
+# the augmentation probability p.
+OPTIONAL_COLUMNS = ("nn_ssim", "r1_penalty", "augment_p")
 HISTORY_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 COURSE_SSIM_BAR = 0.6  # the course's bar for this task: "SSIM > 0.6"
 
@@ -74,6 +76,9 @@ def _plot_curves(history: dict[str, list[float]], loss_axes, accuracy_axes, ssim
     loss_axes.legend(loc="upper right")
     accuracy_axes.plot(steps, history.get("d_acc_real", []), label="D on real")
     accuracy_axes.plot(steps, history.get("d_acc_fake", []), label="D on fake")
+    augment_p = [value for value in history.get("augment_p", []) if value == value]
+    if augment_p:  # StyleGAN's adaptive augmentation probability, on the same 0-1 scale
+        accuracy_axes.plot(steps[-len(augment_p):], augment_p, color="black", linestyle=":", label="augment p")
     accuracy_axes.set_ylim(-0.02, 1.02)
     accuracy_axes.set_xlabel("step")
     accuracy_axes.set_ylabel("accuracy")

@@ -35,6 +35,8 @@ FIELD_FLAGS = {  # config field -> the flag that sets it, for error messages
     "checkpoint_every": "--checkpoint-every", "keep_checkpoints": "--keep-checkpoints",
     "sample_grid": "--sample-grid", "deterministic": "--deterministic", "ssim_every": "--ssim-every",
     "ssim_references": "--ssim-references", "jit_compile": "--xla",
+    "r1_gamma": "--r1-gamma", "r1_every": "--r1-every", "style_mixing": "--style-mixing",
+    "ema_kimg": "--ema-kimg", "augment": "--augment", "ada_target": "--ada-target", "ada_kimg": "--ada-kimg",
 }
 
 
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arch", choices=("dcgan", "dcgan-classic", "stylegan"))
     parser.add_argument("--image-size", type=int, choices=(32, 64, 128, 256),
                         help="default: 256 with a GPU, 64 on the CPU")
-    parser.add_argument("--latent-dim", type=int, help="default: the architecture's own (dcgan 256, classic 100)")
+    parser.add_argument("--latent-dim", type=int,
+                        help="default: the architecture's own (dcgan 256, dcgan-classic 100, stylegan 512)")
     parser.add_argument("--batch-size", type=int)
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int)
@@ -55,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="RUN", help="run folder (default: runs/<arch>-<size>px-<n>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--g-lr", dest="g_learning_rate", type=float)
-    parser.add_argument("--d-lr", dest="d_learning_rate", type=float)
-    parser.add_argument("--beta1", dest="beta_1", type=float)
-    parser.add_argument("--beta2", dest="beta_2", type=float)
+    parser.add_argument("--g-lr", dest="g_learning_rate", type=float, help="default: dcgans 2e-4, stylegan 2e-3")
+    parser.add_argument("--d-lr", dest="d_learning_rate", type=float, help="default: dcgans 1e-4, stylegan 2e-3")
+    parser.add_argument("--beta1", dest="beta_1", type=float, help="Adam beta1 (default: dcgans 0.5, stylegan 0)")
+    parser.add_argument("--beta2", dest="beta_2", type=float, help="Adam beta2 (default: dcgans 0.999, stylegan 0.99)")
     parser.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="no left-right flips")
     parser.add_argument("--splits", nargs="+", choices=("train", "validate", "test"))
     parser.add_argument("--limit", type=int, help="use only the first N images")
@@ -74,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compile the training step with XLA (for GPUs; slower on the CPU)")
     parser.add_argument("--ssim-every", type=int, help="steps per best-match SSIM in history.csv (0: off; default 100)")
     parser.add_argument("--ssim-references", type=int, help="training images SSIM is measured against (default 256)")
+    style = parser.add_argument_group("stylegan only")
+    style.add_argument("--r1-gamma", type=float, help="R1 penalty weight (default 0.0002 * size^2 / batch)")
+    style.add_argument("--r1-every", type=int, help="steps between R1 penalties (lazy regularisation; default 16)")
+    style.add_argument("--style-mixing", type=float, help="probability of style mixing per batch (default 0.9)")
+    style.add_argument("--ema-kimg", type=float, help="generator EMA half-life, thousands of images (default batch*10/32)")
+    style.add_argument("--augment", choices=("ada", "off"), help="adaptive discriminator augmentation (default ada)")
+    style.add_argument("--ada-target", type=float, help="ADA's target for E[sign(D(real))] (default 0.6)")
+    style.add_argument("--ada-kimg", type=float, help="thousands of images for p to go from 0 to 1 (default 100)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -9,6 +9,9 @@ The pieces, top to bottom:
 * ``train_step``: one GradientTape update of D and G, a plain function of
   (models, optimizers, batch).  ``compile_train_step`` wraps it in a
   ``tf.function`` with fixed batch shapes, so it traces once.
+* ``stylegan_train_step``: the same for ``arch="stylegan"``, plus adaptive
+  augmentation of what D sees, the R1 penalty (every ``r1_every`` steps),
+  and the generator's moving average (EMA), which all sampling uses.
 * ``BatchSampler``: which real images, flips and latent vectors step ``k``
   uses, a pure function of (seed, step).  Resuming at step ``k`` therefore
   continues exactly where an uninterrupted run would be.
@@ -32,6 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import augment
 import checkpoints
 import data_utils
 import modelscript
@@ -48,6 +52,7 @@ FIXED_LATENTS = "fixed_latents.npy"
 ENVIRONMENT_FILE = "environment.json"
 SAMPLE_BATCH = 64  # images per generator call when sampling
 MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
+EMA_RAMPUP = 0.05  # early on, the EMA half-life is at most 5 % of the images seen (StyleGAN2-ADA)
 
 
 class TrainingDiverged(RuntimeError):
@@ -98,41 +103,155 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     }
 
 
-def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
-                       jit_compile: bool = False):
-    """``train_step`` as a tf.function with fixed shapes: traced once, then reused (XLA if asked)."""
-    image_size = generator.output_shape[1]
-    latent_dim = generator.input_shape[-1]
+def stylegan_train_step(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
+                        real_images, latent_vectors, augment_p, ema_beta, r1_weight: float = 0.0) -> dict:
+    """One StyleGAN2 update of D and G on a batch; returns scalar metrics.
+
+    D sees real and generated images through the same random augmentation
+    (probability ``augment_p``, see augment.py).  With ``r1_weight`` > 0 the
+    discriminator loss gains ``r1_weight`` x the R1 penalty, the squared
+    gradient norm of D at the real images (lazy regularisation: the caller
+    runs this variant every ``r1_every`` steps with the weight scaled up to
+    match).  Afterwards the EMA generator moves towards the new weights:
+    ``ema = beta * ema + (1 - beta) * generator``.
+    """
+    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+        generated_images = generator(latent_vectors, training=True)
+        fake_logits = discriminator(augment.augment(generated_images, augment_p, seed_generator), training=True)
+        with tf.GradientTape() as r1_tape:
+            r1_tape.watch(real_images)
+            real_logits = discriminator(augment.augment(real_images, augment_p, seed_generator), training=True)
+            real_score = keras.ops.sum(real_logits)
+        g_loss = generator_loss(fake_logits)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        d_objective = d_loss
+        if r1_weight:
+            r1_gradients = r1_tape.gradient(real_score, real_images)
+            r1_penalty = keras.ops.mean(keras.ops.sum(keras.ops.square(r1_gradients), axis=(1, 2, 3)))
+            d_objective = d_loss + r1_weight * r1_penalty
+
+    # Train the discriminator: tell real from generated, with a smooth surface at the real images.
+    d_gradients = d_tape.gradient(d_objective, discriminator.trainable_variables)
+    d_optimizer.apply_gradients(zip(d_gradients, discriminator.trainable_variables))
+    # Train the generator: make the discriminator call its images real.
+    g_gradients = g_tape.gradient(g_loss, generator.trainable_variables)
+    g_optimizer.apply_gradients(zip(g_gradients, generator.trainable_variables))
+    # Move the averaged generator; its running mean of w and fixed noise are copied.
+    for average, current in zip(generator_ema.trainable_variables, generator.trainable_variables):
+        average.assign(current + (average - current) * ema_beta)
+    for average, current in zip(generator_ema.non_trainable_variables, generator.non_trainable_variables):
+        average.assign(current)
+
+    metrics = {
+        "g_loss": g_loss,
+        "d_loss": d_loss,
+        "d_acc_real": keras.ops.mean(keras.ops.cast(real_logits > 0, "float32")),
+        "d_acc_fake": keras.ops.mean(keras.ops.cast(fake_logits < 0, "float32")),
+        "real_sign": keras.ops.mean(keras.ops.sign(real_logits)),  # ADA's overfitting signal r_t
+    }
+    if r1_weight:
+        metrics["r1_penalty"] = r1_penalty
+    return metrics
+
+
+def _fixed_shape_function(step, generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
+                          jit_compile: bool, scalars: tuple = ()):
+    """``step(real_images, latent_vectors, *scalars)`` as a tf.function traced once (fixed shapes)."""
+    latent_dim, image_size = modelscript.generator_io(generator)
     for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
         if not optimizer.built:  # creating its variables inside the trace would trace twice
             optimizer.build(model.trainable_variables)
     signature = [
         tf.TensorSpec((batch_size, image_size, image_size, 1), tf.float32, name="real_images"),
         tf.TensorSpec((batch_size, latent_dim), tf.float32, name="latent_vectors"),
+        *(tf.TensorSpec((), tf.float32, name=name) for name in scalars),
     ]
+    return tf.function(step, input_signature=signature, jit_compile=jit_compile)
 
-    @tf.function(input_signature=signature, jit_compile=jit_compile)
+
+def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
+                       jit_compile: bool = False):
+    """``train_step`` as a tf.function with fixed shapes: traced once, then reused (XLA if asked)."""
+
     def compiled_step(real_images, latent_vectors):
         return train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors)
 
-    return compiled_step
+    return _fixed_shape_function(compiled_step, generator, discriminator, g_optimizer, d_optimizer, batch_size,
+                                 jit_compile)
+
+
+def compile_stylegan_steps(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
+                           batch_size: int, r1_weight: float, jit_compile: bool = False):
+    """``stylegan_train_step`` without and with the R1 term, each traced once.
+
+    Both take ``(real_images, latent_vectors, augment_p, ema_beta)``.
+    """
+
+    def make(weight):
+        def compiled_step(real_images, latent_vectors, augment_p, ema_beta):
+            return stylegan_train_step(generator, generator_ema, discriminator, g_optimizer, d_optimizer,
+                                       seed_generator, real_images, latent_vectors, augment_p, ema_beta, weight)
+
+        return _fixed_shape_function(compiled_step, generator, discriminator, g_optimizer, d_optimizer, batch_size,
+                                     jit_compile, scalars=("augment_p", "ema_beta"))
+
+    return make(0.0), make(r1_weight)
+
+
+def ema_beta(batch_size: int, images_seen: int, half_life_kimg: float) -> float:
+    """Per-step EMA decay for a half-life in images, ramped up over the first images (StyleGAN2-ADA)."""
+    half_life = min(half_life_kimg * 1000.0, images_seen * EMA_RAMPUP)
+    return 0.5 ** (batch_size / max(half_life, 1e-8))
 
 
 def make_optimizers(config: TrainConfig):
-    """Adam for G and D with the configured rates (seed defaults G 2e-4, D 1e-4)."""
-    g_optimizer = keras.optimizers.Adam(config.g_learning_rate, beta_1=config.beta_1, beta_2=config.beta_2)
-    d_optimizer = keras.optimizers.Adam(config.d_learning_rate, beta_1=config.beta_1, beta_2=config.beta_2)
+    """Adam for G and D with the configured rates (unset: the architecture's, config.OPTIMIZER_DEFAULTS)."""
+    settings = config.optimizer_settings()
+    betas = {"beta_1": settings["beta_1"], "beta_2": settings["beta_2"]}
+    g_optimizer = keras.optimizers.Adam(settings["g_learning_rate"], **betas)
+    d_optimizer = keras.optimizers.Adam(settings["d_learning_rate"], **betas)
     return g_optimizer, d_optimizer
 
 
-def generate_images(generator, latent_vectors, batch_size: int = SAMPLE_BATCH) -> np.ndarray:
-    """Generator in inference mode over many latents, in batches -> numpy [-1, 1]."""
+def generate_images(generator, latent_vectors, batch_size: int = SAMPLE_BATCH,
+                    truncation_psi: float = 1.0) -> np.ndarray:
+    """Generator in inference mode over many latents, in batches -> numpy [-1, 1].
+
+    ``truncation_psi`` < 1 (StyleGAN only) trades variety for typical images.
+    """
     latent_vectors = np.asarray(latent_vectors, dtype=np.float32)
+    options = {} if truncation_psi == 1.0 else {"truncation_psi": truncation_psi}
+    if options and not hasattr(generator, "w_avg"):
+        raise ValueError(f"truncation_psi={truncation_psi}: truncation needs a StyleGAN generator")
     parts = [
-        keras.ops.convert_to_numpy(generator(latent_vectors[start : start + batch_size], training=False))
+        keras.ops.convert_to_numpy(generator(latent_vectors[start : start + batch_size], training=False, **options))
         for start in range(0, len(latent_vectors), batch_size)
     ]
     return np.concatenate(parts).astype(np.float32)
+
+
+def interpolate_images(generator, start, end, count: int) -> np.ndarray:
+    """``count`` images on a path from latent vector ``start`` to ``end`` (inference mode).
+
+    StyleGAN walks a straight line between the two style vectors w, the space
+    its synthesis network was trained to be smooth in; the DCGANs walk the
+    great circle between the two latents, which keeps every point at the
+    typical length of a Gaussian vector (a straight line would pass through
+    unlikely short ones).
+    """
+    fractions = np.linspace(0.0, 1.0, count, dtype=np.float32)[:, None]
+    start, end = (np.asarray(vector, np.float32).reshape(1, -1) for vector in (start, end))
+    if hasattr(generator, "synthesize"):
+        w_start, w_end = (keras.ops.convert_to_numpy(generator.map(vector)) for vector in (start, end))
+        styles = generator.broadcast(w_start + (w_end - w_start) * fractions)
+        return keras.ops.convert_to_numpy(generator.synthesize(styles)).astype(np.float32)
+    cosine = float(np.sum(start * end) / (np.linalg.norm(start) * np.linalg.norm(end)))
+    angle = np.arccos(np.clip(cosine, -1.0, 1.0))
+    if angle < 1e-6:
+        path = start + (end - start) * fractions
+    else:
+        path = (np.sin((1 - fractions) * angle) * start + np.sin(fractions * angle) * end) / np.sin(angle)
+    return generate_images(generator, path.astype(np.float32))
 
 
 def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
@@ -256,10 +375,27 @@ class Trainer:
         self.g_optimizer, self.d_optimizer = make_optimizers(config)
         self.fixed_latents = latent_grid(config.seed, config.sample_grid, config.resolved_latent_dim)
         self.ssim_references = ssim_reference_subset(self.images, config.ssim_references, config.seed)
-        self._step_fn = compile_train_step(
-            self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, config.batch_size,
-            jit_compile=config.jit_compile,
-        )
+        self.is_stylegan = config.arch == "stylegan"
+        self.generator_ema = None  # StyleGAN: the averaged generator that all sampling uses
+        self.augment = augment.AdaptiveAugment(config.batch_size, config.ada_target, config.ada_kimg,
+                                               enabled=self.is_stylegan and config.augment == "ada")
+        if self.is_stylegan:
+            self.generator.mixing_probability = config.style_mixing
+            self.generator_ema = modelscript.build_generator(config.arch, config.image_size,
+                                                             config.resolved_latent_dim)
+            self.generator_ema.set_weights(self.generator.get_weights())
+            self.augment_seed = keras.random.SeedGenerator(config.seed)
+            # Lazy R1: gamma / 2 x the penalty, on every r1_every-th step, so x r1_every.
+            self._plain_step, self._r1_step = compile_stylegan_steps(
+                self.generator, self.generator_ema, self.discriminator, self.g_optimizer, self.d_optimizer,
+                self.augment_seed, config.batch_size, config.resolved_r1_gamma / 2 * config.r1_every,
+                jit_compile=config.jit_compile,
+            )
+        else:
+            self._step_fn = compile_train_step(
+                self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, config.batch_size,
+                jit_compile=config.jit_compile,
+            )
 
         self.step = 0
         self.last_checkpoint_step = -1
@@ -317,8 +453,9 @@ class Trainer:
         checkpoint = checkpoints.latest_checkpoint(self.run_dir)
         state = checkpoints.restore_checkpoint(
             checkpoint, self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
-            expect=self._checkpoint_meta(include_time=False),
+            expect=self._checkpoint_meta(include_time=False), **self._extra_checkpoint_parts(),
         )
+        self.augment.load_state(state)
         self.step = self.last_checkpoint_step = int(state["step"])
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self._truncate_history(self.step)
@@ -353,7 +490,10 @@ class Trainer:
         """Run one update and its bookkeeping; returns the history row when one is logged."""
         real_images = self.sampler.real_batch(self.step)
         latent_vectors = self.sampler.latent_batch(self.step)
-        self._pending.append(self._step_fn(real_images, latent_vectors))
+        if self.is_stylegan:
+            self._pending.append(self._stylegan_step(real_images, latent_vectors))
+        else:
+            self._pending.append(self._step_fn(real_images, latent_vectors))
         self.step += 1
         row = None
         if self.step % self.config.log_every == 0 or self.done:
@@ -364,16 +504,28 @@ class Trainer:
             self.save_checkpoint()
         return row
 
+    def _stylegan_step(self, real_images, latent_vectors) -> dict:
+        """One StyleGAN update (with R1 every r1_every steps); feeds D's verdicts to ADA."""
+        step_fn = self._r1_step if self.step % self.config.r1_every == 0 else self._plain_step
+        beta = ema_beta(self.config.batch_size, (self.step + 1) * self.config.batch_size,
+                        self.config.resolved_ema_kimg)
+        metrics = step_fn(real_images, latent_vectors, np.float32(self.augment.probability), np.float32(beta))
+        self.augment.observe(float(metrics.pop("real_sign")))
+        return metrics
+
     def _log(self) -> dict | None:
         if not self._pending:
             return None
         now = time.perf_counter()
-        values = {key: float(np.mean([float(m[key]) for m in self._pending])) for key in self._pending[0]}
+        keys = dict.fromkeys(key for metrics in self._pending for key in metrics)  # r1_penalty: some steps only
+        values = {key: float(np.mean([float(m[key]) for m in self._pending if key in m])) for key in keys}
         if not all(math.isfinite(value) for value in values.values()):
             raise TrainingDiverged(self._diverged_message(values))
         row = {"step": self.step, "epoch": self.epoch, **values,
                "images_per_s": len(self._pending) * self.config.batch_size / max(now - self._log_start, 1e-9),
                "elapsed_s": self.elapsed}
+        if self.augment.enabled:
+            row["augment_p"] = self.augment.probability
         if self._ssim_due(len(self._pending)):
             row["nn_ssim"] = self.measure_ssim()
         with open(self.run_dir / HISTORY_FILE, "a", newline="") as handle:
@@ -417,10 +569,15 @@ class Trainer:
     def sample(self, latent_vectors=None) -> np.ndarray:
         """Generated images for the fixed latent grid (or the given latents)."""
         if latent_vectors is not None:
-            return generate_images(self.generator, latent_vectors)
+            return generate_images(self.sampling_generator, latent_vectors)
         if self._samples is None or self._samples[0] != self.step:
-            self._samples = (self.step, generate_images(self.generator, self.fixed_latents))
+            self._samples = (self.step, generate_images(self.sampling_generator, self.fixed_latents))
         return self._samples[1]
+
+    @property
+    def sampling_generator(self):
+        """The generator that samples and evaluation use: StyleGAN's EMA, else the generator itself."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     def save_samples(self) -> Path:
         path = self.run_dir / SAMPLES_DIR / f"step_{self.step:08d}.png"
@@ -440,6 +597,7 @@ class Trainer:
         path = checkpoints.save_checkpoint(
             self.run_dir, self.step, self.epoch, self.generator, self.discriminator,
             self.g_optimizer, self.d_optimizer, self._checkpoint_meta(), keep=self.config.keep_checkpoints,
+            **self._extra_checkpoint_parts(),
         )
         self.last_checkpoint_step = self.step
         return path
@@ -449,8 +607,15 @@ class Trainer:
         meta = {"arch": self.config.arch, "image_size": self.config.image_size,
                 "latent_dim": self.config.resolved_latent_dim}
         if include_time:
-            meta.update(backend=keras.backend.backend(), elapsed_s=self.elapsed)
+            meta.update(backend=keras.backend.backend(), elapsed_s=self.elapsed, **self.augment.state())
         return meta
+
+    def _extra_checkpoint_parts(self) -> dict:
+        """StyleGAN's EMA generator and augmentation RNG, which a checkpoint must also hold."""
+        if not self.is_stylegan:
+            return {}
+        return {"extra_models": {"generator_ema": self.generator_ema},
+                "extra_variables": {"augment_seed": [self.augment_seed.state]}}
 
     # --- the whole run
 

@@ -105,6 +105,6 @@ def test_resume_with_another_arch_or_onto_an_existing_run_is_refused(tmp_path, d
     assert result.returncode == 2 and "--arch" in result.stderr and "dcgan" in result.stderr
     result = run_script("train.py", "--data", demo_dir, "--steps", 4, "--out", run, *QUICK, cwd=tmp_path, check=False)
     assert result.returncode == 2 and "already holds a run" in result.stderr
-    result = run_script("train.py", "--demo", "--arch", "stylegan", "--out", tmp_path / "s", cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "stylegan" in result.stderr
+    result = run_script("train.py", "--out", run, "--resume", "--arch", "stylegan", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--arch" in result.stderr and "stylegan" in result.stderr
     assert (run / "history.csv").read_text() == before

@@ -56,8 +56,8 @@ def test_bad_arguments_are_named():
         modelscript.build_discriminator("dcgan", 100)
     with pytest.raises(ValueError, match="latent_dim"):
         modelscript.build_generator("dcgan", 32, latent_dim=0)
-    with pytest.raises(NotImplementedError, match="stylegan"):
-        modelscript.build_generator("stylegan", 64)
+    with pytest.raises(ValueError, match="image_size must be one of"):
+        modelscript.build_generator("stylegan", 48)
 
 
 def test_flop_count_matches_a_hand_count():

@@ -1,0 +1,197 @@
+"""StyleGAN at 32x32 on the CPU: the networks, truncation and mixing, ADA, the training step, EMA, resume."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import augment
+import checkpoints
+import generate
+import modelscript
+import training
+from config import ConfigError, TrainConfig
+
+LATENT = 64  # a small latent keeps these tests fast
+
+
+def latents(count, seed=0, dim=LATENT):
+    return np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+
+
+def weights_of(model):
+    return [np.array(variable) for variable in model.trainable_variables]
+
+
+@pytest.fixture(scope="module")
+def generator():
+    keras.utils.set_random_seed(0)
+    return modelscript.build_generator("stylegan", 32, latent_dim=LATENT)
+
+
+def style_config(**changes) -> TrainConfig:
+    values = dict(data_dir="unused", arch="stylegan", image_size=32, latent_dim=LATENT, batch_size=8, steps=8,
+                  log_every=2, sample_every=4, checkpoint_every=4, sample_grid=4, seed=3, ssim_every=0,
+                  r1_every=2, ada_kimg=1.0)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_images):
+    """8 StyleGAN steps on brain-like images, checkpointed at 4 and 8 (the module's tests share it)."""
+    run_dir = tmp_path_factory.mktemp("stylegan") / "run"
+    trainer = training.Trainer(style_config(), run_dir, images=tiny_images, progress=False)
+    initial = weights_of(trainer.generator), weights_of(trainer.discriminator)
+    rows = [row for row in (trainer.train_one_step() for _ in range(8)) if row]
+    trainer.finish()
+    return trainer, run_dir, initial, rows
+
+
+def test_shapes_ranges_and_parameter_layout(generator):
+    images = np.array(generator(latents(5)))
+    assert images.shape == (5, 32, 32, 1) and images.dtype == np.float32
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    assert images.std() > 0.05  # not a constant image at initialisation
+    discriminator = modelscript.build_discriminator("stylegan", 32)
+    assert discriminator(images).shape == (5, 1)
+    assert generator.num_ws == 8  # 4x4: one conv; 8, 16, 32: two each; plus the last to-image layer
+    assert modelscript.generator_io(generator) == (LATENT, 32)
+    assert modelscript.build_generator("stylegan", 32).latent_dim == 512  # the architecture's default
+    assert modelscript.forward_flops(generator) > 0 and modelscript.forward_flops(discriminator) > 0
+
+
+def test_inference_is_deterministic_and_training_noise_is_fresh(generator):
+    z = latents(3)
+    np.testing.assert_array_equal(np.array(generator(z)), np.array(generator(z)))
+    generator.noises[-1].noise_scale.assign(np.ones(generator.noises[-1].noise_scale.shape, np.float32))
+    generator.mixing_probability = 0.0
+    try:
+        first, second = (np.array(generator(z, training=True)) for _ in range(2))
+    finally:
+        generator.noises[-1].noise_scale.assign(np.zeros(generator.noises[-1].noise_scale.shape, np.float32))
+        generator.mixing_probability = 0.9
+    assert np.abs(first - second).max() > 1e-4
+
+
+def test_truncation_psi_zero_gives_the_mean_image(generator):
+    generator.w_avg.assign(np.random.default_rng(1).standard_normal(LATENT).astype(np.float32) * 0.3)
+    images = training.generate_images(generator, latents(4), truncation_psi=0.0)
+    np.testing.assert_allclose(images, np.repeat(images[:1], 4, axis=0), atol=1e-6)
+    mean_image = np.array(generator.synthesize(generator.broadcast(generator.w_avg[None])))
+    np.testing.assert_allclose(images[0], mean_image[0], atol=1e-5)
+    untruncated = training.generate_images(generator, latents(4))
+    assert np.abs(untruncated - untruncated[:1]).max() > 1e-3
+    with pytest.raises(ValueError, match="truncation"):
+        training.generate_images(modelscript.build_generator("dcgan", 32), latents(2, dim=256), truncation_psi=0.5)
+
+
+def test_style_mixing_takes_coarse_styles_from_one_latent_and_fine_from_the_other(generator):
+    w_first, w_second = generator.map(latents(2, seed=4)), generator.map(latents(2, seed=5))
+    only_first = np.array(generator.synthesize(generator.mix(w_first, w_second, generator.num_ws)))
+    np.testing.assert_allclose(only_first, np.array(generator.synthesize(generator.broadcast(w_first))), atol=1e-6)
+    only_second = np.array(generator.synthesize(generator.mix(w_first, w_second, 0)))
+    np.testing.assert_allclose(only_second, np.array(generator.synthesize(generator.broadcast(w_second))), atol=1e-6)
+    mixed = np.array(generator.synthesize(generator.mix(w_first, w_second, 4)))
+    assert np.abs(mixed - only_first).max() > 1e-4 and np.abs(mixed - only_second).max() > 1e-4
+
+
+def test_augmentation_is_identity_at_p_zero_and_differentiable(tiny_images):
+    seed = keras.random.SeedGenerator(0)
+    images = tf.constant(tiny_images[:8])
+    np.testing.assert_allclose(np.array(augment.augment(images, 0.0, seed)), tiny_images[:8], atol=1e-5)
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        augmented = augment.augment(images, 1.0, seed)
+        total = tf.reduce_sum(augmented)
+    assert augmented.shape == images.shape
+    assert np.abs(np.array(augmented) - tiny_images[:8]).mean() > 0.01
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(total, images)))) > 0
+
+
+def test_ada_controller_moves_p_towards_the_target_and_round_trips():
+    controller = augment.AdaptiveAugment(batch_size=8, target=0.6, speed_kimg=1.0)
+    for _ in range(augment.ADJUST_EVERY):
+        controller.observe(1.0)  # D certain on every real image: over-fitting, so more augmentation
+    assert controller.probability == pytest.approx(8 * augment.ADJUST_EVERY / 1000)
+    for _ in range(3 * augment.ADJUST_EVERY):
+        controller.observe(0.0)
+    assert controller.probability == 0.0  # clipped at 0
+    controller.observe(1.0)
+    restored = augment.AdaptiveAugment(batch_size=8, speed_kimg=1.0)
+    restored.load_state(controller.state())
+    assert restored.state() == pytest.approx(controller.state(), nan_ok=True)
+    assert augment.AdaptiveAugment(8, enabled=False).probability == 0.0
+
+
+def test_ema_half_life():
+    assert training.ema_beta(32, 10**9, 10.0) ** (10_000 / 32) == pytest.approx(0.5)
+    assert training.ema_beta(32, 64, 10.0) == pytest.approx(0.5 ** (32 / (64 * training.EMA_RAMPUP)))
+
+
+def test_training_changes_weights_logs_r1_and_p_and_keeps_an_ema(trained_run):
+    trainer, run_dir, (g_initial, d_initial), rows = trained_run
+    assert any(not np.allclose(a, b) for a, b in zip(g_initial, weights_of(trainer.generator)))
+    assert any(not np.allclose(a, b) for a, b in zip(d_initial, weights_of(trainer.discriminator)))
+    assert float(np.abs(np.array(trainer.generator.w_avg)).sum()) > 0  # the running mean of w moved
+    ema, raw = weights_of(trainer.generator_ema), weights_of(trainer.generator)
+    assert any(not np.allclose(a, b) for a, b in zip(ema, raw))  # the EMA lags the raw generator
+    assert any(not np.allclose(a, b) for a, b in zip(ema, g_initial))  # ...but has moved
+    assert all(np.isfinite(row["g_loss"]) and np.isfinite(row["d_loss"]) for row in rows)
+    assert all(0.0 <= row["augment_p"] <= 1.0 for row in rows)
+    assert any(row["augment_p"] > 0 for row in rows)  # D is sure of the real images early on
+    assert any("r1_penalty" in row and row["r1_penalty"] >= 0 for row in rows)
+    assert trainer._plain_step.experimental_get_tracing_count() == 1
+    assert trainer._r1_step.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(trainer.sample(), training.generate_images(trainer.generator_ema,
+                                                                          trainer.fixed_latents))
+    assert (run_dir / "checkpoints" / "ckpt-00000008" / "generator_ema.weights.h5").is_file()
+
+
+def test_resume_restores_augmentation_strength_ema_and_step(trained_run, tiny_images):
+    trainer, run_dir, _, _ = trained_run
+    resumed = training.Trainer(None, run_dir, images=tiny_images, resume=True, overrides={"steps": 10},
+                               progress=False)
+    assert resumed.step == 8
+    assert resumed.augment.probability == trainer.augment.probability > 0
+    assert resumed.augment.state() == pytest.approx(trainer.augment.state(), nan_ok=True)
+    for restored, saved in zip(weights_of(resumed.generator_ema), weights_of(trainer.generator_ema)):
+        np.testing.assert_array_equal(restored, saved)
+    np.testing.assert_array_equal(np.array(resumed.augment_seed.state), np.array(trainer.augment_seed.state))
+    resumed.train_one_step()
+    assert resumed.step == 9
+
+
+def test_generate_samples_from_the_ema_generator(trained_run):
+    trainer, run_dir, _, _ = trained_run
+    loaded, config, state = generate.load_generator(run_dir, run_dir / "checkpoints" / "ckpt-00000008")
+    assert config.arch == "stylegan" and state["step"] == 8
+    for restored, saved in zip(weights_of(loaded), weights_of(trainer.generator_ema)):
+        np.testing.assert_array_equal(restored, saved)
+
+
+def test_checkpoint_without_the_ema_is_refused(trained_run, tmp_path, tiny_images):
+    _, run_dir, _, _ = trained_run
+    broken = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(run_dir, broken)
+    for checkpoint in (broken / "checkpoints").iterdir():
+        (checkpoint / "generator_ema.weights.h5").unlink()
+    with pytest.raises(checkpoints.CheckpointError, match="generator_ema"):
+        training.Trainer(None, broken, images=tiny_images, resume=True, progress=False)
+
+
+def test_stylegan_settings_are_checked_and_defaulted():
+    config = style_config().validate()
+    assert (config.g_learning_rate, config.d_learning_rate, config.beta_1, config.beta_2) == (2e-3, 2e-3, 0.0, 0.99)
+    assert config.resolved_r1_gamma == pytest.approx(0.0002 * 32**2 / 8)
+    dcgan = TrainConfig(data_dir="x", steps=1).validate()
+    assert (dcgan.g_learning_rate, dcgan.d_learning_rate, dcgan.beta_1) == (2e-4, 1e-4, 0.5)
+    assert TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3).validate().g_learning_rate == 1e-3
+    for changes, field in (({"augment": "diff"}, "augment"), ({"r1_gamma": -1.0}, "r1_gamma"),
+                           ({"style_mixing": 1.5}, "style_mixing"), ({"ema_kimg": 0}, "ema_kimg"),
+                           ({"r1_every": 0}, "r1_every"), ({"ada_kimg": None}, "ada_kimg")):
+        with pytest.raises(ConfigError) as error:
+            style_config(**changes).validate()
+        assert error.value.field == field
