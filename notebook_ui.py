@@ -16,16 +16,18 @@ import numpy as np
 import data_utils
 import plots
 
-# Parameter name -> (label, widget kind, options).  Kinds: choice, int, optional-int, float, bool, text.
+# Parameter name -> (label, widget kind, options).  Kinds: choice, int, optional-int, optional-float, bool,
+# text.  Optional numbers are empty (None: the default) or a value; 0 is a value for beta1.
 FIELDS = {
     "DATA_DIR": ("OASIS folder (empty: demo cohort)", "text", None),
-    "ARCH": ("architecture", "choice", ("dcgan", "dcgan-classic")),
+    "ARCH": ("architecture", "choice", ("dcgan", "dcgan-classic", "stylegan")),
     "IMAGE_SIZE": ("resolution", "choice", (32, 64, 128, 256)),
     "EPOCHS": ("epochs (0: use steps)", "optional-int", None),
     "STEPS": ("steps (0: use epochs)", "optional-int", None),
     "BATCH_SIZE": ("batch size", "int", None),
-    "G_LEARNING_RATE": ("G learning rate", "float", None),
-    "D_LEARNING_RATE": ("D learning rate", "float", None),
+    "G_LEARNING_RATE": ("G learning rate (empty: default)", "optional-float", None),
+    "D_LEARNING_RATE": ("D learning rate (empty: default)", "optional-float", None),
+    "BETA_1": ("Adam beta1 (empty: default)", "optional-float", None),
     "LATENT_DIM": ("latent size (0: default)", "optional-int", None),
     "FLIP": ("left-right flips", "bool", None),
     "RUN_DIR": ("run folder (empty: new)", "text", None),
@@ -48,8 +50,6 @@ class SettingsForm:
                 widget = widgets.Dropdown(options=options, value=value, description=label, style=style, layout=layout)
             elif kind in ("int", "optional-int"):
                 widget = widgets.IntText(value=value or 0, description=label, style=style, layout=layout)
-            elif kind == "float":
-                widget = widgets.FloatText(value=value, description=label, style=style, layout=layout)
             elif kind == "bool":
                 widget = widgets.Checkbox(value=bool(value), description=label, style=style, layout=layout)
             else:
@@ -65,8 +65,14 @@ class SettingsForm:
             value = self._widgets[name].value
             if kind == "optional-int":
                 value = value or None
-            elif kind == "text":
+            elif kind in ("text", "optional-float"):
                 value = value.strip() or None
+            if kind == "optional-float" and value is not None:
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"{FIELDS[name][0]} ({name}): {value!r} is not a number; "
+                                     "leave it empty for the architecture's default") from None
             values[name] = value
         return values
 
@@ -87,6 +93,7 @@ def make_config(settings: dict, seed: int, splits, demo_root: str, demo_subjects
         arch=settings["ARCH"], image_size=settings["IMAGE_SIZE"], latent_dim=settings["LATENT_DIM"],
         epochs=epochs, steps=None if epochs else settings["STEPS"], batch_size=settings["BATCH_SIZE"],
         g_learning_rate=settings["G_LEARNING_RATE"], d_learning_rate=settings["D_LEARNING_RATE"],
+        beta_1=settings["BETA_1"],
         flip=settings["FLIP"], seed=seed, sample_every=50, checkpoint_every=50, ssim_every=50,
     ).validate()
 
@@ -104,6 +111,21 @@ def describe_config(config) -> str:
     return (f"{config.arch} at {config.image_size}x{config.image_size}, latent {config.resolved_latent_dim}, "
             f"batch {config.batch_size}, {length}; G lr {config.g_learning_rate:g}, D lr {config.d_learning_rate:g}, "
             f"beta1 {config.beta_1:g}; flips {'on' if config.flip else 'off'}; seed {config.seed}; data: {source}")
+
+
+def describe_networks(trainer) -> list[str]:
+    """One line per network: its input and output shapes and parameter count."""
+    import modelscript
+
+    latent_dim, image_size = modelscript.generator_io(trainer.generator)
+    shapes = [((None, latent_dim), (None, image_size, image_size, 1)),
+              ((None, image_size, image_size, 1), (None, 1))]
+    lines = [f"{model.name}: input {inputs} -> output {outputs}, {model.count_params():,} parameters"
+             for model, (inputs, outputs) in zip((trainer.generator, trainer.discriminator), shapes)]
+    if trainer.generator_ema is not None:
+        lines.append(f"plus an exponential moving average of the generator ({trainer.generator_ema.count_params():,} "
+                     "parameters), which draws every sample")
+    return lines
 
 
 def png_image(pixels: np.ndarray):

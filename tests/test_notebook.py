@@ -47,9 +47,27 @@ def test_settings_form_returns_the_parameters_untouched():
 
 def test_epochs_wins_over_steps():
     values = dict(DATA_DIR="somewhere", ARCH="dcgan", IMAGE_SIZE=32, EPOCHS=2, STEPS=100, BATCH_SIZE=8,
-                  G_LEARNING_RATE=2e-4, D_LEARNING_RATE=1e-4, LATENT_DIM=None, FLIP=True, RUN_DIR=None, RESUME=False)
+                  G_LEARNING_RATE=None, D_LEARNING_RATE=1e-3, BETA_1=None, LATENT_DIM=None, FLIP=True, RUN_DIR=None,
+                  RESUME=False)
     config = notebook_ui.make_config(values, seed=0, splits=["train"], demo_root="unused", demo_subjects=3)
     assert config.epochs == 2 and config.steps is None and not config.demo
+    assert (config.g_learning_rate, config.d_learning_rate, config.beta_1) == (2e-4, 1e-3, 0.5)  # None: dcgan's own
+
+
+def test_optional_numbers_in_the_form_are_parsed_and_bad_text_is_named():
+    pytest.importorskip("ipywidgets")
+    namespace = {"os": __import__("os"), "GPU": False}
+    exec(parameters_cell(), namespace)
+    form = notebook_ui.SettingsForm(namespace)
+    form._widgets["ARCH"].value = "stylegan"
+    form._widgets["BETA_1"].value = "0"
+    values = form.values()
+    assert values["BETA_1"] == 0.0 and values["G_LEARNING_RATE"] is None
+    config = notebook_ui.make_config(values, seed=0, splits=["train"], demo_root="unused", demo_subjects=3)
+    assert config.arch == "stylegan" and config.g_learning_rate == 2e-3 and config.beta_1 == 0.0
+    form._widgets["G_LEARNING_RATE"].value = "fast"
+    with pytest.raises(ValueError, match="G_LEARNING_RATE"):
+        form.values()
 
 
 def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
@@ -57,11 +75,12 @@ def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
     run = tmp_path / "run"
     papermill.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "out.ipynb"), cwd=str(ROOT), kernel_name="python3", progress_bar=False,
-        parameters=dict(EPOCHS=1, IMAGE_SIZE=32, BATCH_SIZE=8, DEMO_ROOT=str(tmp_path / "demo"), DEMO_SUBJECTS=3,
-                        RUN_DIR=str(run), N_SEARCH=4, TOP_K=2),
-    )
+        parameters=dict(ARCH="stylegan", EPOCHS=1, IMAGE_SIZE=32, BATCH_SIZE=8, DEMO_ROOT=str(tmp_path / "demo"),
+                        DEMO_SUBJECTS=3, RUN_DIR=str(run), N_SEARCH=4, TOP_K=2, WALK_STEPS=5),
+    )  # nbval runs the default dcgan; this run takes the StyleGAN branches (EMA, style mixing)
     config = json.loads((run / "config.json").read_text())
     assert config["epochs"] == 1 and config["steps"] is None and config["image_size"] == 32
+    assert config["arch"] == "stylegan" and config["g_learning_rate"] == 2e-3
     for name in ("samples.png", "losses.png", "progress.gif", "history.csv"):
         assert (run / name).is_file(), name
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
@@ -69,3 +88,6 @@ def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
                    for output in cell.get("outputs", []))
     assert "demo cohort (MNI152 template), 3 subjects" in text
     assert "indices (4, 2), scores (4, 2)" in text
+    assert "moving average of the generator" in text and "walk: 5 images of 32x32" in text
+    mixing_outputs = executed.cells[-1].outputs
+    assert any("image/png" in output.get("data", {}) for output in mixing_outputs)  # the style-mixing grid
