@@ -25,6 +25,9 @@ OPTIMIZER_DEFAULTS = {
     "stylegan": {"g_learning_rate": 2e-3, "d_learning_rate": 2e-3, "beta_1": 0.0, "beta_2": 0.99},
 }
 AUGMENT_MODES = ("ada", "off")
+# float32, or Keras mixed precision: float16 compute with loss scaling (GPUs with tensor
+# cores), bfloat16 compute (recent GPUs and TPUs, and CPUs with AVX512-BF16/AMX).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def next_run_dir(arch: str, image_size: int, root: Path = Path("runs"), prefix: str = "") -> Path:
@@ -83,6 +86,9 @@ class TrainConfig:
     sample_grid: int = 36  # images in each sample grid (a square number looks best)
     deterministic: bool = False  # enable TF op determinism (bit-exact CPU reruns, slower on GPU)
     jit_compile: bool = False  # compile the step with XLA (slower on the CPU: benchmarks/bench_train.py)
+    # --- speed and scale (none of these change what a run computes, up to rounding)
+    precision: str = "float32"  # or "mixed_float16" / "mixed_bfloat16" (PRECISIONS); weights stay float32
+    devices: int = 1  # data-parallel replicas on this machine (GPUs, else logical CPUs); -1: all
     ssim_every: int = 100  # steps per best-match SSIM of the sample grid in history.csv; 0 turns it off
     ssim_references: int = 256  # fixed random training images that SSIM is measured against
     extra: dict = field(default_factory=dict)  # free-form notes kept with the run
@@ -163,6 +169,11 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ConfigError(name, f"must be a number in [0, 1], got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or not (
+                self.devices >= 1 or self.devices == -1):
+            raise ConfigError("devices", f"must be a positive integer or -1 (all), got {self.devices!r}")
         if self.augment not in AUGMENT_MODES:
             raise ConfigError("augment", f"must be one of {AUGMENT_MODES}, got {self.augment!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:

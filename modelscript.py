@@ -204,7 +204,7 @@ def forward_flops(model: keras.Model) -> int:
 
 
 def train_step_flops(generator: keras.Model, discriminator: keras.Model) -> int:
-    """FLOPs per image of one training step (``training.train_step``).
+    """FLOPs per image of one training step (``steps_tf.train_step``).
 
     The step runs G once and D twice (real and generated) forward, then back
     through all three; a backward pass costs about twice its forward pass

@@ -203,7 +203,7 @@ class NoiseBiasActivation(layers.Layer):
     def call(self, x, training=False):
         if training:
             shape = ops.shape(x)
-            noise = keras.random.normal((shape[0], shape[1], shape[2], 1), seed=self.seed_generator)
+            noise = keras.random.normal((shape[0], shape[1], shape[2], 1), dtype=x.dtype, seed=self.seed_generator)
         else:
             noise = self.fixed_noise[None]
         x = x + noise * self.noise_scale + self.bias
@@ -296,7 +296,8 @@ class StyleGenerator(keras.Model):
         for layer in self.mapping:
             x = layer(x)
         if training:
-            self.w_avg.assign(ops.mean(x, axis=0) + (self.w_avg - ops.mean(x, axis=0)) * W_AVG_BETA)
+            batch_mean = ops.cast(ops.mean(x, axis=0), "float32")  # the running mean is kept in float32
+            self.w_avg.assign(batch_mean + (ops.cast(self.w_avg, "float32") - batch_mean) * W_AVG_BETA)
         if truncation_psi != 1.0:
             x = self.w_avg + (x - self.w_avg) * truncation_psi
         return x

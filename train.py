@@ -34,7 +34,8 @@ FIELD_FLAGS = {  # config field -> the flag that sets it, for error messages
     "flip": "--no-flip", "seed": "--seed", "log_every": "--log-every", "sample_every": "--sample-every",
     "checkpoint_every": "--checkpoint-every", "keep_checkpoints": "--keep-checkpoints",
     "sample_grid": "--sample-grid", "deterministic": "--deterministic", "ssim_every": "--ssim-every",
-    "ssim_references": "--ssim-references", "jit_compile": "--xla",
+    "ssim_references": "--ssim-references", "jit_compile": "--xla", "precision": "--precision",
+    "devices": "--devices",
     "r1_gamma": "--r1-gamma", "r1_every": "--r1-every", "style_mixing": "--style-mixing",
     "ema_kimg": "--ema-kimg", "augment": "--augment", "ada_target": "--ada-target", "ada_kimg": "--ada-kimg",
 }
@@ -75,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deterministic", action="store_true", default=None)
     parser.add_argument("--xla", dest="jit_compile", action="store_true", default=None,
                         help="compile the training step with XLA (for GPUs; slower on the CPU)")
+    speed = parser.add_argument_group("speed and scale (see the README's 'Speed and scale')")
+    speed.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                       help="compute precision (default float32; mixed_float16 adds loss scaling)")
+    speed.add_argument("--devices", type=device_count, metavar="N|all",
+                       help="data-parallel replicas on this machine: GPUs, else logical CPUs (default 1)")
     parser.add_argument("--ssim-every", type=int, help="steps per best-match SSIM in history.csv (0: off; default 100)")
     parser.add_argument("--ssim-references", type=int, help="training images SSIM is measured against (default 256)")
     style = parser.add_argument_group("stylegan only")
@@ -103,10 +109,23 @@ def explicit_settings(args: argparse.Namespace) -> dict:
     return values
 
 
-def gpu_available() -> bool:
-    import tensorflow as tf
+def device_count(text: str) -> int:
+    """--devices: a positive count, or "all" (-1)."""
+    if text == "all":
+        return -1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return count
 
-    return bool(tf.config.list_physical_devices("GPU"))
+
+def gpu_available() -> bool:
+    import training
+
+    return bool(training.engine().accelerators())
 
 
 def new_config(settings: dict) -> TrainConfig:

@@ -33,7 +33,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import augment
 import checkpoints
@@ -77,125 +76,112 @@ def generator_loss(fake_logits):
 
 
 # -------------------------------------------------------------------- step
+# The forward pass and the losses are written once, in keras.ops; the update
+# around them is the backend's (see ``engine``): a GradientTape and a
+# tf.function in steps_tf.py (the default), jax.vjp and jax.jit in
+# steps_jax.py.
 
 
-def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors) -> dict:
-    """One simultaneous update of D and G on a batch; returns scalar metrics."""
-    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-        generated_images = generator(latent_vectors, training=True)
-        real_logits = discriminator(real_images, training=True)
-        fake_logits = discriminator(generated_images, training=True)
-        g_loss = generator_loss(fake_logits)
-        d_loss = discriminator_loss(real_logits, fake_logits)
+def as_float32(tensor):
+    """Losses are computed in float32 whatever the models' (mixed) precision."""
+    return keras.ops.cast(tensor, "float32")
 
-    # Train the discriminator: tell real from generated.
-    d_gradients = d_tape.gradient(d_loss, discriminator.trainable_variables)
-    d_optimizer.apply_gradients(zip(d_gradients, discriminator.trainable_variables))
-    # Train the generator: make the discriminator call its images real.
-    g_gradients = g_tape.gradient(g_loss, generator.trainable_variables)
-    g_optimizer.apply_gradients(zip(g_gradients, generator.trainable_variables))
 
+def _verdict_metrics(real_logits, fake_logits) -> dict:
     return {
-        "g_loss": g_loss,
-        "d_loss": d_loss,
         "d_acc_real": keras.ops.mean(keras.ops.cast(real_logits > 0, "float32")),
         "d_acc_fake": keras.ops.mean(keras.ops.cast(fake_logits < 0, "float32")),
     }
 
 
-def stylegan_train_step(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
-                        real_images, latent_vectors, augment_p, ema_beta, r1_weight: float = 0.0) -> dict:
-    """One StyleGAN2 update of D and G on a batch; returns scalar metrics.
+def gan_objectives(generator, discriminator, real_images, latent_vectors):
+    """Forward pass of a DCGAN step -> (g_loss, d_loss, metrics)."""
+    generated_images = generator(latent_vectors, training=True)
+    real_logits = as_float32(discriminator(real_images, training=True))
+    fake_logits = as_float32(discriminator(generated_images, training=True))
+    g_loss = generator_loss(fake_logits)
+    d_loss = discriminator_loss(real_logits, fake_logits)
+    return g_loss, d_loss, {"g_loss": g_loss, "d_loss": d_loss, **_verdict_metrics(real_logits, fake_logits)}
+
+
+def stylegan_objectives(generator, discriminator, seed_generator, real_images, latent_vectors, augment_p,
+                        r1_weight: float, input_gradient):
+    """Forward pass of a StyleGAN2 step -> (g_loss, d_objective, metrics).
 
     D sees real and generated images through the same random augmentation
     (probability ``augment_p``, see augment.py).  With ``r1_weight`` > 0 the
-    discriminator loss gains ``r1_weight`` x the R1 penalty, the squared
-    gradient norm of D at the real images (lazy regularisation: the caller
-    runs this variant every ``r1_every`` steps with the weight scaled up to
-    match).  Afterwards the EMA generator moves towards the new weights:
-    ``ema = beta * ema + (1 - beta) * generator``.
+    discriminator's objective gains ``r1_weight`` x the R1 penalty, the
+    squared gradient norm of D at the real images (lazy regularisation: the
+    caller runs this variant every ``r1_every`` steps with the weight scaled
+    up to match).  ``input_gradient(fn, x)`` is the backend's
+    ``(fn(x), d sum(fn(x)) / dx)``, differentiable again.
     """
-    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-        generated_images = generator(latent_vectors, training=True)
-        fake_logits = discriminator(augment.augment(generated_images, augment_p, seed_generator), training=True)
-        with tf.GradientTape() as r1_tape:
-            r1_tape.watch(real_images)
-            real_logits = discriminator(augment.augment(real_images, augment_p, seed_generator), training=True)
-            real_score = keras.ops.sum(real_logits)
-        g_loss = generator_loss(fake_logits)
-        d_loss = discriminator_loss(real_logits, fake_logits)
-        d_objective = d_loss
-        if r1_weight:
-            r1_gradients = r1_tape.gradient(real_score, real_images)
-            r1_penalty = keras.ops.mean(keras.ops.sum(keras.ops.square(r1_gradients), axis=(1, 2, 3)))
-            d_objective = d_loss + r1_weight * r1_penalty
+    generated_images = as_float32(generator(latent_vectors, training=True))  # augmentation runs in float32
+    fake_logits = as_float32(discriminator(augment.augment(generated_images, augment_p, seed_generator),
+                                           training=True))
 
-    # Train the discriminator: tell real from generated, with a smooth surface at the real images.
-    d_gradients = d_tape.gradient(d_objective, discriminator.trainable_variables)
-    d_optimizer.apply_gradients(zip(d_gradients, discriminator.trainable_variables))
-    # Train the generator: make the discriminator call its images real.
-    g_gradients = g_tape.gradient(g_loss, generator.trainable_variables)
-    g_optimizer.apply_gradients(zip(g_gradients, generator.trainable_variables))
-    # Move the averaged generator; its running mean of w and fixed noise are copied.
-    for average, current in zip(generator_ema.trainable_variables, generator.trainable_variables):
-        average.assign(current + (average - current) * ema_beta)
-    for average, current in zip(generator_ema.non_trainable_variables, generator.non_trainable_variables):
-        average.assign(current)
+    def judge_real(images):
+        return as_float32(discriminator(augment.augment(images, augment_p, seed_generator), training=True))
 
-    metrics = {
-        "g_loss": g_loss,
-        "d_loss": d_loss,
-        "d_acc_real": keras.ops.mean(keras.ops.cast(real_logits > 0, "float32")),
-        "d_acc_fake": keras.ops.mean(keras.ops.cast(fake_logits < 0, "float32")),
-        "real_sign": keras.ops.mean(keras.ops.sign(real_logits)),  # ADA's overfitting signal r_t
-    }
+    g_loss = generator_loss(fake_logits)
+    if r1_weight:
+        real_logits, r1_gradients = input_gradient(judge_real, real_images)
+        r1_penalty = keras.ops.mean(keras.ops.sum(keras.ops.square(as_float32(r1_gradients)), axis=(1, 2, 3)))
+    else:
+        real_logits = judge_real(real_images)
+    d_loss = discriminator_loss(real_logits, fake_logits)
+    metrics = {"g_loss": g_loss, "d_loss": d_loss, **_verdict_metrics(real_logits, fake_logits),
+               "real_sign": keras.ops.mean(keras.ops.sign(real_logits))}  # ADA's overfitting signal r_t
     if r1_weight:
         metrics["r1_penalty"] = r1_penalty
-    return metrics
+        return g_loss, d_loss + r1_weight * r1_penalty, metrics
+    return g_loss, d_loss, metrics
 
 
-def _fixed_shape_function(step, generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
-                          jit_compile: bool, scalars: tuple = ()):
-    """``step(real_images, latent_vectors, *scalars)`` as a tf.function traced once (fixed shapes)."""
-    latent_dim, image_size = modelscript.generator_io(generator)
-    for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
-        if not optimizer.built:  # creating its variables inside the trace would trace twice
-            optimizer.build(model.trainable_variables)
-    signature = [
-        tf.TensorSpec((batch_size, image_size, image_size, 1), tf.float32, name="real_images"),
-        tf.TensorSpec((batch_size, latent_dim), tf.float32, name="latent_vectors"),
-        *(tf.TensorSpec((), tf.float32, name=name) for name in scalars),
-    ]
-    return tf.function(step, input_signature=signature, jit_compile=jit_compile)
+def gather_batch(images, indices, flips):
+    """``images[indices]``, flipped left-right where ``flips``: the batch step on the device."""
+    batch = keras.ops.take(images, indices, axis=0)
+    return keras.ops.where(keras.ops.reshape(flips, (-1, 1, 1, 1)), keras.ops.flip(batch, axis=2), batch)
+
+
+def engine():
+    """The step module for the running Keras backend: steps_tf (TensorFlow) or steps_jax (JAX)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import steps_tf
+
+        return steps_tf
+    if backend == "jax":
+        import steps_jax
+
+        return steps_jax
+    raise RuntimeError(
+        f"KERAS_BACKEND={backend!r}: training runs on the 'tensorflow' (default) or 'jax' backend; "
+        "set KERAS_BACKEND to one of them"
+    )
 
 
 def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
-                       jit_compile: bool = False):
-    """``train_step`` as a tf.function with fixed shapes: traced once, then reused (XLA if asked)."""
+                       jit_compile: bool = False, distribution=None):
+    """The DCGAN step ``step(real_images, latent_vectors) -> metrics``, compiled once for fixed shapes.
 
-    def compiled_step(real_images, latent_vectors):
-        return train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors)
-
-    return _fixed_shape_function(compiled_step, generator, discriminator, g_optimizer, d_optimizer, batch_size,
-                                 jit_compile)
+    TensorFlow: a GradientTape step in a tf.function (XLA with ``jit_compile``);
+    JAX: the same step under jax.jit.
+    """
+    return engine().compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size,
+                                       jit_compile=jit_compile, distribution=distribution)
 
 
 def compile_stylegan_steps(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
-                           batch_size: int, r1_weight: float, jit_compile: bool = False):
-    """``stylegan_train_step`` without and with the R1 term, each traced once.
+                           batch_size: int, r1_weight: float, jit_compile: bool = False, distribution=None):
+    """The StyleGAN step without and with the R1 term, each compiled once.
 
-    Both take ``(real_images, latent_vectors, augment_p, ema_beta)``.
+    Both take ``(real_images, latent_vectors, augment_p, ema_beta)``; after
+    the update the EMA generator moves: ``ema = beta * ema + (1 - beta) * G``.
     """
-
-    def make(weight):
-        def compiled_step(real_images, latent_vectors, augment_p, ema_beta):
-            return stylegan_train_step(generator, generator_ema, discriminator, g_optimizer, d_optimizer,
-                                       seed_generator, real_images, latent_vectors, augment_p, ema_beta, weight)
-
-        return _fixed_shape_function(compiled_step, generator, discriminator, g_optimizer, d_optimizer, batch_size,
-                                     jit_compile, scalars=("augment_p", "ema_beta"))
-
-    return make(0.0), make(r1_weight)
+    return engine().compile_stylegan_steps(generator, generator_ema, discriminator, g_optimizer, d_optimizer,
+                                           seed_generator, batch_size, r1_weight, jit_compile=jit_compile,
+                                           distribution=distribution)
 
 
 def ema_beta(batch_size: int, images_seen: int, half_life_kimg: float) -> float:
@@ -210,7 +196,21 @@ def make_optimizers(config: TrainConfig):
     betas = {"beta_1": settings["beta_1"], "beta_2": settings["beta_2"]}
     g_optimizer = keras.optimizers.Adam(settings["g_learning_rate"], **betas)
     d_optimizer = keras.optimizers.Adam(settings["d_learning_rate"], **betas)
+    if config.precision == "mixed_float16":  # float16 gradients underflow without dynamic loss scaling
+        return keras.optimizers.LossScaleOptimizer(g_optimizer), keras.optimizers.LossScaleOptimizer(d_optimizer)
     return g_optimizer, d_optimizer
+
+
+def build_models(config: TrainConfig):
+    """Generator and discriminator for a config, in its compute precision (weights stay float32)."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(config.precision)
+    try:
+        generator = modelscript.build_generator(config.arch, config.image_size, config.resolved_latent_dim)
+        discriminator = modelscript.build_discriminator(config.arch, config.image_size)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    return generator, discriminator
 
 
 def generate_images(generator, latent_vectors, batch_size: int = SAMPLE_BATCH,
@@ -261,13 +261,12 @@ def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
 
 def describe_environment() -> dict:
     """Versions and the device, saved with a run so its figures can be attributed."""
-    gpus = tf.config.list_physical_devices("GPU")
-    names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+    step_engine = engine()
+    device, tag = step_engine.describe_devices()
     return {
-        "device": ", ".join(names) if names else f"CPU ({os.cpu_count()} cores)",
-        "device_tag": "gpu-" + names[0].replace(" ", "-").lower() if names else f"cpu{os.cpu_count()}",
-        "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-        "backend": keras.backend.backend(), "numpy": np.__version__, "platform": platform.platform(),
+        "device": device, "device_tag": tag, "python": platform.python_version(),
+        **step_engine.versions(), "keras": keras.__version__, "backend": keras.backend.backend(),
+        "numpy": np.__version__, "platform": platform.platform(),
     }
 
 
@@ -299,13 +298,20 @@ class BatchSampler:
             self._epoch_order = (epoch, order)
         return self._epoch_order[1]
 
-    def real_batch(self, step: int) -> np.ndarray:
+    def batch_plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into the images, which of them to flip left-right) for step ``step``."""
         epoch, position = divmod(step, self.steps_per_epoch)
         indices = np.sort(self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size])
-        batch = self.images[indices]
         if self.flip:
             flips = np.random.default_rng([self.seed, 2, step]).random(self.batch_size) < 0.5
-            batch[flips] = batch[flips, :, ::-1]
+        else:
+            flips = np.zeros(self.batch_size, dtype=bool)
+        return indices, flips
+
+    def real_batch(self, step: int) -> np.ndarray:
+        indices, flips = self.batch_plan(step)
+        batch = self.images[indices]
+        batch[flips] = batch[flips, :, ::-1]
         return batch
 
     def latent_batch(self, step: int) -> np.ndarray:
@@ -357,8 +363,8 @@ class Trainer:
             self._check_fresh_run_dir()
         self.config = config
         if config.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(config.seed)
+            engine().enable_determinism()
+        engine().set_random_seed(config.seed)
 
         self.images = load_training_images(config, progress) if images is None else images
         if self.images.ndim != 4 or self.images.shape[1:] != (config.image_size, config.image_size, 1):
@@ -370,32 +376,13 @@ class Trainer:
         self.total_steps = config.total_steps(len(self.images))
         self.sampler = BatchSampler(self.images, config.batch_size, config.resolved_latent_dim, config.seed, config.flip)
 
-        self.generator = modelscript.build_generator(config.arch, config.image_size, config.resolved_latent_dim)
-        self.discriminator = modelscript.build_discriminator(config.arch, config.image_size)
-        self.g_optimizer, self.d_optimizer = make_optimizers(config)
         self.fixed_latents = latent_grid(config.seed, config.sample_grid, config.resolved_latent_dim)
         self.ssim_references = ssim_reference_subset(self.images, config.ssim_references, config.seed)
         self.is_stylegan = config.arch == "stylegan"
         self.generator_ema = None  # StyleGAN: the averaged generator that all sampling uses
         self.augment = augment.AdaptiveAugment(config.batch_size, config.ada_target, config.ada_kimg,
                                                enabled=self.is_stylegan and config.augment == "ada")
-        if self.is_stylegan:
-            self.generator.mixing_probability = config.style_mixing
-            self.generator_ema = modelscript.build_generator(config.arch, config.image_size,
-                                                             config.resolved_latent_dim)
-            self.generator_ema.set_weights(self.generator.get_weights())
-            self.augment_seed = keras.random.SeedGenerator(config.seed)
-            # Lazy R1: gamma / 2 x the penalty, on every r1_every-th step, so x r1_every.
-            self._plain_step, self._r1_step = compile_stylegan_steps(
-                self.generator, self.generator_ema, self.discriminator, self.g_optimizer, self.d_optimizer,
-                self.augment_seed, config.batch_size, config.resolved_r1_gamma / 2 * config.r1_every,
-                jit_compile=config.jit_compile,
-            )
-        else:
-            self._step_fn = compile_train_step(
-                self.generator, self.discriminator, self.g_optimizer, self.d_optimizer, config.batch_size,
-                jit_compile=config.jit_compile,
-            )
+        self._build(config)
 
         self.step = 0
         self.last_checkpoint_step = -1
@@ -409,6 +396,43 @@ class Trainer:
             self._start_run_folder()
 
     # --- setup
+
+    def _build(self, config: TrainConfig) -> None:
+        """Models, optimizers and the compiled step, on the configured devices and precision."""
+        step_engine = engine()
+        try:
+            self.distribution = step_engine.make_distribution(config.devices)
+        except ValueError as error:
+            raise ConfigError("devices", str(error).split(": ", 1)[1]) from error
+        self.replicas = step_engine.replica_count(self.distribution)
+        if config.batch_size % self.replicas:
+            raise ConfigError("batch_size", f"{config.batch_size} does not split evenly over {self.replicas} "
+                                            "devices; use a multiple of the device count")
+        with step_engine.distribution_scope(self.distribution):
+            self.generator, self.discriminator = build_models(config)
+            self.g_optimizer, self.d_optimizer = make_optimizers(config)
+            options = {"jit_compile": config.jit_compile, "distribution": self.distribution}
+            try:
+                if self.is_stylegan:
+                    self.generator.mixing_probability = config.style_mixing
+                    self.generator_ema = build_models(config)[0]
+                    self.generator_ema.set_weights(self.generator.get_weights())
+                    self.augment_seed = keras.random.SeedGenerator(config.seed)
+                    # Lazy R1: gamma / 2 x the penalty, on every r1_every-th step, so x r1_every.
+                    self._plain_step, self._r1_step = compile_stylegan_steps(
+                        self.generator, self.generator_ema, self.discriminator, self.g_optimizer,
+                        self.d_optimizer, self.augment_seed, config.batch_size,
+                        config.resolved_r1_gamma / 2 * config.r1_every, **options,
+                    )
+                else:
+                    self._step_fn = compile_train_step(self.generator, self.discriminator, self.g_optimizer,
+                                                       self.d_optimizer, config.batch_size, **options)
+            except ValueError as error:
+                raise ConfigError("jit_compile", str(error).split(": ", 1)[1]) from error
+        # On a single accelerator the training set lives on the device and batches are gathered there.
+        on_device = self.distribution is None and bool(step_engine.accelerators())
+        self._device_images = step_engine.to_device(self.images) if on_device else None
+        self._gather = step_engine.compile_gather() if on_device else None
 
     def _config_for_resume(self, overrides: dict) -> TrainConfig:
         """The run's saved config, with the given settings applied on top.
@@ -488,7 +512,11 @@ class Trainer:
 
     def train_one_step(self) -> dict | None:
         """Run one update and its bookkeeping; returns the history row when one is logged."""
-        real_images = self.sampler.real_batch(self.step)
+        if self._device_images is None:
+            real_images = self.sampler.real_batch(self.step)
+        else:
+            indices, flips = self.sampler.batch_plan(self.step)
+            real_images = self._gather(self._device_images, indices, flips)
         latent_vectors = self.sampler.latent_batch(self.step)
         if self.is_stylegan:
             self._pending.append(self._stylegan_step(real_images, latent_vectors))

@@ -1,13 +1,28 @@
-"""Training throughput (images/s) of the compiled GradientTape step, with FLOPs.
+"""Training throughput (images/s) of the training step, with FLOPs, on either backend.
 
-    python benchmarks/bench_train.py                                  # CPU defaults: 64x64
+    python benchmarks/bench_train.py                                   # CPU defaults: 64x64 dcgan
     python benchmarks/bench_train.py --sizes 64 256 --archs dcgan dcgan-classic stylegan --batch-size 32
+    python benchmarks/bench_train.py --precisions float32 mixed_bfloat16
+    KERAS_BACKEND=jax python benchmarks/bench_train.py --sizes 256 --batch-size 256 \
+        --archs dcgan stylegan --precisions float32 mixed_bfloat16        # a GPU run
 
-For each architecture, resolution and compile mode (plain tf.function, and
-tf.function with XLA jit_compile) it builds the models, runs warm-up steps
-(tracing and compilation excluded), then times --repeats blocks of --steps
-steps and prints the median images/s, one row per configuration, all in one
-run so the rows compare side by side on the same machine.
+Modes, one row each, all in one run so the rows compare side by side on the
+same machine:
+
+* ``plain``: the textbook step, written here and owing nothing to this
+  project: a ``tf.function`` around two GradientTapes (TensorFlow only;
+  DCGANs only, since StyleGAN's step has more to it).  The yardstick.
+* ``engine``: the project's compiled step (``training.compile_train_step``):
+  a tf.function on TensorFlow, jax.jit on JAX.
+* ``engine-xla``: the same with XLA ``jit_compile`` (TensorFlow only; JAX
+  always compiles with XLA).
+* ``trainer``: ``Trainer.train_one_step`` as a run calls it: drawing the
+  batch (indices, flips, latents; gathered on the device when there is an
+  accelerator), the compiled step and the per-step bookkeeping; the
+  periodic sample grids, SSIM and checkpoints are turned off.
+
+Each configuration runs warm-up steps (tracing and compilation excluded),
+then --repeats blocks of --steps steps; the median images/s is printed.
 
 FLOP columns are analytic, counted from the layers
 (``modelscript.forward_flops``): "fwd GFLOP" is one image through G and twice
@@ -26,6 +41,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,11 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import modelscript
 import training
 from config import TrainConfig
+
+MODES = ("plain", "engine", "engine-xla", "trainer")
+TENSORFLOW_ONLY = ("plain", "engine-xla")
 
 
 # Dense bf16/fp16 tensor-core peak in TFLOP/s (vendor data sheets, without sparsity).
@@ -52,52 +70,95 @@ def device_peak(device_name: str) -> float | None:
     return None
 
 
-def build_step(arch: str, size: int, batch_size: int, jit: bool):
-    """The trainer's own compiled step for ``arch`` -> (step(index, real, latents), generator, discriminator).
+def bench_config(arch: str, size: int, batch_size: int, precision: str, jit: bool = False) -> TrainConfig:
+    return TrainConfig(demo=True, steps=10**9, arch=arch, image_size=size, batch_size=batch_size,
+                       precision=precision, jit_compile=jit, log_every=10, sample_every=10**9,
+                       checkpoint_every=10**9, ssim_every=0).validate()
+
+
+def plain_tape_step(generator, discriminator, g_optimizer, d_optimizer):
+    """The textbook DCGAN step: two tapes, BCE from logits, one tf.function."""
+    import tensorflow as tf
+
+    cross_entropy = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(real_images, latent_vectors):
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            generated = generator(latent_vectors, training=True)
+            real_logits = tf.cast(discriminator(real_images, training=True), tf.float32)
+            fake_logits = tf.cast(discriminator(generated, training=True), tf.float32)
+            g_loss = cross_entropy(tf.ones_like(fake_logits), fake_logits)
+            d_loss = (cross_entropy(tf.ones_like(real_logits), real_logits)
+                      + cross_entropy(tf.zeros_like(fake_logits), fake_logits))
+        d_gradients = d_tape.gradient(d_loss, discriminator.trainable_variables)
+        d_optimizer.apply_gradients(zip(d_gradients, discriminator.trainable_variables))
+        g_gradients = g_tape.gradient(g_loss, generator.trainable_variables)
+        g_optimizer.apply_gradients(zip(g_gradients, generator.trainable_variables))
+        return {"g_loss": g_loss, "d_loss": d_loss}
+
+    return step
+
+
+def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str = "float32"):
+    """``step(index) -> metrics`` for one configuration, and its (generator, discriminator).
 
     StyleGAN runs its R1 variant on every ``r1_every``-th step as the trainer
     does, with augmentation on (p = 0.2) and the EMA update included.
     """
-    config = TrainConfig(demo=True, steps=1, arch=arch, image_size=size, batch_size=batch_size).validate()
-    generator = modelscript.build_generator(arch, size)
-    discriminator = modelscript.build_discriminator(arch, size)
+    config = bench_config(arch, size, batch_size, precision, jit=mode == "engine-xla")
+    rng = np.random.default_rng(0)
+    if mode == "trainer":
+        images = rng.uniform(-1, 1, (batch_size * 8, size, size, 1)).astype(np.float32)
+        trainer = training.Trainer(config, Path(tempfile.mkdtemp(prefix="bench-")) / "run", images=images,
+                                   progress=False)
+
+        def trainer_step(index):
+            trainer.train_one_step()
+            return trainer._pending[-1] if trainer._pending else {"g_loss": 0.0}
+
+        return trainer_step, trainer.generator, trainer.discriminator
+    generator, discriminator = training.build_models(config)
     g_optimizer, d_optimizer = training.make_optimizers(config)
+    latent_dim = modelscript.generator_io(generator)[0]
+    step_engine = training.engine()
+    real = step_engine.to_device(rng.uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32))
+    latents = step_engine.to_device(rng.standard_normal((batch_size, latent_dim)).astype(np.float32))
+    if mode == "plain":
+        compiled = plain_tape_step(generator, discriminator, g_optimizer, d_optimizer)
+        return (lambda index: compiled(real, latents)), generator, discriminator
+    jit = mode == "engine-xla"
     if arch != "stylegan":
         compiled = training.compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size, jit)
-        return (lambda index, real, latents: compiled(real, latents)), generator, discriminator
-    generator_ema = modelscript.build_generator(arch, size)
+        return (lambda index: compiled(real, latents)), generator, discriminator
+    generator_ema = training.build_models(config)[0]
     generator_ema.set_weights(generator.get_weights())
     plain, with_r1 = training.compile_stylegan_steps(
         generator, generator_ema, discriminator, g_optimizer, d_optimizer, keras.random.SeedGenerator(0), batch_size,
         config.resolved_r1_gamma / 2 * config.r1_every, jit)
-    augment_p, ema_beta = tf.constant(0.2), tf.constant(0.999)
 
-    def step(index, real, latents):
+    def step(index):
         compiled = with_r1 if index % config.r1_every == 0 else plain
-        return compiled(real, latents, augment_p, ema_beta)
+        return compiled(real, latents, np.float32(0.2), np.float32(0.999))
 
     return step, generator, discriminator
 
 
-def time_config(arch: str, size: int, batch_size: int, jit: bool, steps: int, repeats: int,
+def time_config(arch: str, size: int, batch_size: int, mode: str, precision: str, steps: int, repeats: int,
                 warmup: int) -> tuple[float, int, int]:
     """Median images/s, and forward and step FLOPs per image."""
-    step, generator, discriminator = build_step(arch, size, batch_size, jit)
+    step, generator, discriminator = build_step(arch, size, batch_size, mode, precision)
     forward = modelscript.forward_flops(generator) + 2 * modelscript.forward_flops(discriminator)
     step_flops = modelscript.train_step_flops(generator, discriminator)
-    latent_dim = modelscript.generator_io(generator)[0]
-    rng = np.random.default_rng(0)
-    real = tf.constant(rng.uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32))
-    latents = tf.constant(rng.standard_normal((batch_size, latent_dim)).astype(np.float32))
     index = 0
     for _ in range(max(warmup, 2)):  # StyleGAN: traces both variants
-        float(step(index, real, latents)["g_loss"])
+        float(step(index)["g_loss"])
         index += 1
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(steps):
-            metrics = step(index, real, latents)
+            metrics = step(index)
             index += 1
         float(metrics["g_loss"])  # wait for the last step
         rates.append(steps * batch_size / (time.perf_counter() - start))
@@ -106,30 +167,41 @@ def time_config(arch: str, size: int, batch_size: int, jit: bool, steps: int, re
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=["dcgan"])
+    parser.add_argument("--archs", nargs="+", default=["dcgan"], choices=modelscript.ARCHITECTURES)
     parser.add_argument("--sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--modes", nargs="+", default=["tf.function", "xla"], choices=["tf.function", "xla"])
+    parser.add_argument("--modes", nargs="+", default=["plain", "engine", "engine-xla", "trainer"], choices=MODES)
+    parser.add_argument("--precisions", nargs="+", default=["float32"],
+                        choices=("float32", "mixed_float16", "mixed_bfloat16"))
     args = parser.parse_args()
 
-    device = training.describe_environment()["device"]
-    peak = device_peak(device)
-    print(f"device: {device}; TensorFlow {tf.__version__}; batch {args.batch_size}; "
-          f"median of {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps")
-    print(f"{'arch':<14} {'size':>5} {'mode':<12} {'images/s':>9} {'ms/step':>8} {'fwd GFLOP':>10} "
-          f"{'step GFLOP':>11} {'TFLOP/s':>8} {'% peak':>7}")
+    backend = keras.backend.backend()
+    environment = training.describe_environment()
+    peak = device_peak(environment["device"])
+    versions = ", ".join(f"{name} {environment[name]}" for name in ("tensorflow", "jax") if name in environment)
+    print(f"device: {environment['device']}; Keras {keras.__version__} on {backend} ({versions}); "
+          f"batch {args.batch_size}; median of {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps")
+    print(f"{'arch':<14} {'size':>5} {'mode':<11} {'precision':<15} {'images/s':>9} {'ms/step':>8} "
+          f"{'fwd GFLOP':>10} {'step GFLOP':>11} {'TFLOP/s':>8} {'% peak':>7}")
     for arch in args.archs:
         for size in args.sizes:
-            for mode in args.modes:
-                rate, forward, step_flops = time_config(arch, size, args.batch_size, mode == "xla", args.steps,
-                                                        args.repeats, args.warmup)
-                tflops = rate * step_flops / 1e12
-                share = f"{100 * tflops / peak:>6.1f}%" if peak else f"{'n/a':>7}"
-                print(f"{arch:<14} {size:>5} {mode:<12} {rate:>9.1f} {1000 * args.batch_size / rate:>8.0f} "
-                      f"{forward / 1e9:>10.2f} {step_flops / 1e9:>11.2f} {tflops:>8.3f} {share}", flush=True)
+            for precision in args.precisions:
+                for mode in args.modes:
+                    if backend != "tensorflow" and mode in TENSORFLOW_ONLY:
+                        continue
+                    if mode == "plain" and arch == "stylegan":
+                        continue
+                    rate, forward, step_flops = time_config(arch, size, args.batch_size, mode, precision,
+                                                            args.steps, args.repeats, args.warmup)
+                    tflops = rate * step_flops / 1e12
+                    share = f"{100 * tflops / peak:>6.1f}%" if peak else f"{'n/a':>7}"
+                    label = "engine-jit" if backend == "jax" and mode == "engine" else mode
+                    print(f"{arch:<14} {size:>5} {label:<11} {precision:<15} {rate:>9.1f} "
+                          f"{1000 * args.batch_size / rate:>8.1f} {forward / 1e9:>10.2f} {step_flops / 1e9:>11.2f} "
+                          f"{tflops:>8.3f} {share}", flush=True)
 
 
 if __name__ == "__main__":

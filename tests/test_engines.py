@@ -1,0 +1,170 @@
+"""The step engines: TensorFlow (default) and JAX, mixed precision, several devices.
+
+The backend and the device count are fixed when a framework starts, so the
+JAX and multi-device cases run in a fresh Python process each (as a user's
+``KERAS_BACKEND=jax python train.py ...`` does); mixed precision on the
+TensorFlow engine runs in this process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import training
+from config import ConfigError, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = dict(image_size=32, batch_size=8, log_every=2, sample_every=4, checkpoint_every=2, ssim_every=0,
+             sample_grid=4)
+
+
+def run_python(code: str, tmp_path: Path, **env) -> dict:
+    """Run ``code`` in a fresh interpreter (cwd tmp_path); it prints one JSON line last, returned here."""
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", **env)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise AssertionError(f"exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+TRAIN_SNIPPET = """
+    import json, sys
+    import numpy as np
+    import training
+    from config import TrainConfig
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (32, 32, 32, 1)).astype(np.float32)
+
+    def train(run, **settings):
+        config = TrainConfig(demo=True, steps=4, **{QUICK}, **settings)
+        trainer = training.Trainer(config, run, images=images, progress=False)
+        before = [np.array(v) for v in trainer.generator.trainable_variables]
+        trainer.fit(progress=False)
+        after = [np.array(v) for v in trainer.generator.trainable_variables]
+        return trainer, any(not np.array_equal(a, b) for a, b in zip(before, after))
+""".replace("{QUICK}", repr(QUICK))
+
+
+def test_jax_engine_trains_without_tensorflow_and_its_checkpoint_resumes_on_tensorflow(tmp_path):
+    report = run_python(TRAIN_SNIPPET + """
+    trainer, changed = train("run")
+    rows = open("run/history.csv").read().splitlines()
+    print(json.dumps({"backend": training.keras.backend.backend(), "changed": changed, "rows": len(rows) - 1,
+                      "tensorflow_imported": "tensorflow" in sys.modules,
+                      "environment": json.load(open("run/environment.json"))}))
+    """, tmp_path, KERAS_BACKEND="jax")
+    assert report["backend"] == "jax" and report["changed"] and report["rows"] == 2
+    assert not report["tensorflow_imported"], "the JAX path must not need TensorFlow"
+    assert report["environment"]["backend"] == "jax" and "jax" in report["environment"]
+
+    # The same run folder goes on under TensorFlow (this process): checkpoints are backend-neutral.
+    trainer = training.Trainer(None, tmp_path / "run", resume=True, overrides={"steps": 6}, progress=False)
+    assert trainer.step == 4
+    trainer.fit(progress=False)
+    assert trainer.step == 6 and np.isfinite(trainer.sample()).all()
+
+
+def test_jax_data_parallel_step_matches_one_device(tmp_path):
+    # dcgan-classic has no dropout, and batch norm over the sharded batch is still over the whole batch,
+    # so two devices must compute what one does, up to float rounding.
+    report = run_python(TRAIN_SNIPPET + """
+    import jax
+    one, _ = train("one", arch="dcgan-classic")
+    two, changed = train("two", arch="dcgan-classic", devices=2)
+    difference = max(float(np.max(np.abs(np.array(a) - np.array(b))))
+                     for a, b in zip(one.generator.trainable_variables, two.generator.trainable_variables))
+    print(json.dumps({"devices": len(jax.devices()), "replicas": [one.replicas, two.replicas],
+                      "changed": changed, "difference": difference,
+                      "sharding": str(two.generator.trainable_variables[0].value.sharding)}))
+    """, tmp_path, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    assert report["devices"] == 2 and report["replicas"] == [1, 2] and report["changed"]
+    assert report["difference"] < 1e-4
+    assert "batch" in report["sharding"]  # the weights live on the 2-device mesh
+
+
+def test_tensorflow_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    report = run_python("""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    """ + TRAIN_SNIPPET + """
+    trainer, changed = train("run", devices=2)
+    values = [float(x) for row in open("run/history.csv").read().splitlines()[1:] for x in row.split(",")[2:6]]
+    import config as config_module
+    try:
+        train("xla", devices=2, jit_compile=True)
+        xla_error = ""
+    except config_module.ConfigError as error:
+        xla_error = str(error)
+    print(json.dumps({"replicas": trainer.replicas, "changed": changed, "finite": bool(np.isfinite(values).all()),
+                      "strategy": type(trainer.distribution).__name__, "xla_error": xla_error}))
+    """, tmp_path)
+    assert report["replicas"] == 2 and report["strategy"] == "MirroredStrategy"
+    assert report["changed"] and report["finite"]
+    assert report["xla_error"].startswith("jit_compile:")
+
+
+def test_mixed_bfloat16_trains_with_float32_weights_and_outputs(tmp_path, tiny_images):
+    config = TrainConfig(demo=True, steps=2, precision="mixed_bfloat16", **QUICK).validate()
+    trainer = training.Trainer(config, tmp_path / "run", images=tiny_images, progress=False)
+    trainer.fit(progress=False)
+    assert trainer.generator.dtype_policy.compute_dtype == "bfloat16"
+    assert all(variable.dtype == "float32" for variable in trainer.generator.trainable_variables)
+    samples = trainer.sample()
+    assert samples.dtype == np.float32 and np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
+    # Later models in this process are unaffected by the run's policy.
+    assert training.keras.mixed_precision.dtype_policy().name == "float32"
+
+
+def test_mixed_float16_scales_the_loss():
+    config = TrainConfig(demo=True, steps=1, precision="mixed_float16").validate()
+    g_optimizer, d_optimizer = training.make_optimizers(config)
+    assert isinstance(g_optimizer, training.keras.optimizers.LossScaleOptimizer)
+    assert isinstance(d_optimizer, training.keras.optimizers.LossScaleOptimizer)
+    plain = training.make_optimizers(TrainConfig(demo=True, steps=1).validate())[0]
+    assert not isinstance(plain, training.keras.optimizers.LossScaleOptimizer)
+
+
+def test_gather_on_the_device_matches_the_host_batch(tiny_images):
+    sampler = training.BatchSampler(tiny_images.copy(), batch_size=8, latent_dim=4, seed=3, flip=True)
+    gather = training.engine().compile_gather()
+    device_images = training.engine().to_device(tiny_images)
+    for step in (0, 1, 9):
+        indices, flips = sampler.batch_plan(step)
+        assert flips.any() and not flips.all()
+        on_device = np.asarray(gather(device_images, indices, flips))
+        np.testing.assert_array_equal(on_device, sampler.real_batch(step))
+
+
+@pytest.mark.parametrize("field, value", [("precision", "float8"), ("devices", 0), ("devices", -2),
+                                          ("devices", True)])
+def test_bad_speed_settings_name_their_field(field, value):
+    with pytest.raises(ConfigError, match=f"^{field}:"):
+        TrainConfig(demo=True, steps=1, **{field: value}).validate()
+
+
+def test_more_devices_than_exist_names_the_field(tmp_path, tiny_images):
+    config = TrainConfig(demo=True, steps=1, devices=64, **QUICK).validate()
+    with pytest.raises(ConfigError, match="^devices: 64 asked for"):
+        training.Trainer(config, tmp_path / "run", images=tiny_images, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_rejects_bad_device_count(capsys):
+    import train
+
+    parser = train.build_parser()
+    assert parser.parse_args(["--devices", "all"]).devices == -1
+    assert parser.parse_args(["--devices", "2"]).devices == 2
+    for bad in ("none", "0", "-1"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--demo", "--devices", bad])
+        assert "--devices" in capsys.readouterr().err
