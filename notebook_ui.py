@@ -82,7 +82,8 @@ class SettingsForm:
         display(self.widget)
 
 
-def make_config(settings: dict, seed: int, splits, demo_root: str, demo_subjects: int):
+def make_config(settings: dict, seed: int, splits, demo_root: str, demo_subjects: int, precision: str = "float32",
+                devices: int = 1):
     """The TrainConfig for the settings; EPOCHS, when set, wins over STEPS."""
     from config import TrainConfig
 
@@ -95,6 +96,7 @@ def make_config(settings: dict, seed: int, splits, demo_root: str, demo_subjects
         g_learning_rate=settings["G_LEARNING_RATE"], d_learning_rate=settings["D_LEARNING_RATE"],
         beta_1=settings["BETA_1"],
         flip=settings["FLIP"], seed=seed, sample_every=50, checkpoint_every=50, ssim_every=50,
+        precision=precision, devices=devices,
     ).validate()
 
 
@@ -110,7 +112,8 @@ def describe_config(config) -> str:
     source = ("demo cohort" if config.demo else f"OASIS folder {config.data_dir}") + f" ({'+'.join(config.splits)})"
     return (f"{config.arch} at {config.image_size}x{config.image_size}, latent {config.resolved_latent_dim}, "
             f"batch {config.batch_size}, {length}; G lr {config.g_learning_rate:g}, D lr {config.d_learning_rate:g}, "
-            f"beta1 {config.beta_1:g}; flips {'on' if config.flip else 'off'}; seed {config.seed}; data: {source}")
+            f"beta1 {config.beta_1:g}; flips {'on' if config.flip else 'off'}; seed {config.seed}; {config.precision}"
+            f"{'' if config.devices == 1 else f' on {config.devices} devices'}; data: {source}")
 
 
 def describe_networks(trainer) -> list[str]:
@@ -211,11 +214,13 @@ def match_browser(generated: np.ndarray, references: np.ndarray, indices: np.nda
 
 
 def machine_summary() -> str:
-    """One line: the accelerator TensorFlow sees, or the CPU-only note."""
-    import tensorflow as tf
+    """One line: the accelerator the Keras backend sees, or the CPU-only note."""
+    import keras
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)} ({len(gpus)} visible)"
+    import training
+
+    step_engine = training.engine()
+    found = step_engine.accelerators()
+    if found:
+        return f"GPU: {step_engine.describe_devices()[0].split(', ')[0]} ({len(found)} visible, {keras.backend.backend()})"
     return f"CPU only ({os.cpu_count()} cores): using the small demo settings (64x64, a few minutes)"

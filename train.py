@@ -128,6 +128,12 @@ def gpu_available() -> bool:
     return bool(training.engine().accelerators())
 
 
+def _jax_on_cpu() -> bool:
+    import keras
+
+    return keras.backend.backend() == "jax" and not gpu_available()
+
+
 def new_config(settings: dict) -> TrainConfig:
     """A config for a new run: the user's settings over machine-aware defaults."""
     settings = dict(settings)
@@ -175,6 +181,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, RuntimeError) as error:
         return fail(error)  # ConfigError, DataError, CheckpointError: each names its flag or file
 
+    if _jax_on_cpu():
+        print("note: KERAS_BACKEND=jax on a CPU: XLA's CPU convolutions are far slower than TensorFlow's "
+              "(about 20x slower for dcgan at 64x64, see the README); unset KERAS_BACKEND on CPU-only machines",
+              file=sys.stderr)
     # SIGTERM (cluster time limits, `kill`) stops like Ctrl-C: checkpoint first.
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     print(f"run folder: {run_dir}  ({trainer.total_steps} steps, {trainer.steps_per_epoch} per epoch, "

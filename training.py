@@ -451,6 +451,12 @@ class Trainer:
                     "or start a new run folder",
                 )
         merged = TrainConfig.from_dict({**saved.to_dict(), **overrides}).validate()
+        if (saved.precision == "mixed_float16") != (merged.precision == "mixed_float16"):
+            raise ConfigError(
+                "precision",
+                f"{self.run_dir} was trained with precision {saved.precision!r}; a run cannot switch to or from "
+                "mixed_float16 (its optimizer state holds the loss scale); resume it with its own precision",
+            )
         if checkpoints.latest_checkpoint(self.run_dir) is None:
             raise FileNotFoundError(f"{self.run_dir} holds no complete checkpoint to resume from")
         return merged

@@ -21,8 +21,11 @@ same machine:
   accelerator), the compiled step and the per-step bookkeeping; the
   periodic sample grids, SSIM and checkpoints are turned off.
 
-Each configuration runs warm-up steps (tracing and compilation excluded),
-then --repeats blocks of --steps steps; the median images/s is printed.
+For each architecture, size and precision every mode is built and warmed up
+(tracing and compilation excluded), then the modes take turns running
+blocks of --steps steps, --repeats times; each row is a mode's median
+images/s.  Taking turns keeps a noisy, shared machine's drift out of the
+comparison.
 
 FLOP columns are analytic, counted from the layers
 (``modelscript.forward_flops``): "fwd GFLOP" is one image through G and twice
@@ -144,25 +147,36 @@ def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str 
     return step, generator, discriminator
 
 
-def time_config(arch: str, size: int, batch_size: int, mode: str, precision: str, steps: int, repeats: int,
-                warmup: int) -> tuple[float, int, int]:
-    """Median images/s, and forward and step FLOPs per image."""
-    step, generator, discriminator = build_step(arch, size, batch_size, mode, precision)
+def time_modes(arch: str, size: int, batch_size: int, modes: list, precision: str, steps: int, repeats: int,
+               warmup: int) -> tuple[dict, int, int]:
+    """Median images/s per mode, and forward and step FLOPs per image.
+
+    All modes are built and warmed up first; the timed blocks then take turns
+    (mode A, B, C, A, B, C, ...), so a machine that slows down or speeds up
+    during the run affects every mode alike.
+    """
+    built = {mode: build_step(arch, size, batch_size, mode, precision) for mode in modes}
+    generator, discriminator = next(iter(built.values()))[1:]
     forward = modelscript.forward_flops(generator) + 2 * modelscript.forward_flops(discriminator)
     step_flops = modelscript.train_step_flops(generator, discriminator)
-    index = 0
-    for _ in range(max(warmup, 2)):  # StyleGAN: traces both variants
-        float(step(index)["g_loss"])
-        index += 1
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            metrics = step(index)
-            index += 1
+    index = {mode: 0 for mode in modes}
+
+    def run(mode, count):
+        step = built[mode][0]
+        for _ in range(count):
+            metrics = step(index[mode])
+            index[mode] += 1
         float(metrics["g_loss"])  # wait for the last step
-        rates.append(steps * batch_size / (time.perf_counter() - start))
-    return statistics.median(rates), forward, step_flops
+
+    for mode in modes:
+        run(mode, max(warmup, 2))  # StyleGAN: traces both variants
+    rates = {mode: [] for mode in modes}
+    for _ in range(repeats):
+        for mode in modes:
+            start = time.perf_counter()
+            run(mode, steps)
+            rates[mode].append(steps * batch_size / (time.perf_counter() - start))
+    return {mode: statistics.median(values) for mode, values in rates.items()}, forward, step_flops
 
 
 def main() -> None:
@@ -171,7 +185,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["plain", "engine", "engine-xla", "trainer"], choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["float32"],
@@ -189,13 +203,11 @@ def main() -> None:
     for arch in args.archs:
         for size in args.sizes:
             for precision in args.precisions:
-                for mode in args.modes:
-                    if backend != "tensorflow" and mode in TENSORFLOW_ONLY:
-                        continue
-                    if mode == "plain" and arch == "stylegan":
-                        continue
-                    rate, forward, step_flops = time_config(arch, size, args.batch_size, mode, precision,
-                                                            args.steps, args.repeats, args.warmup)
+                modes = [mode for mode in args.modes if not (backend != "tensorflow" and mode in TENSORFLOW_ONLY)
+                         and not (mode == "plain" and arch == "stylegan")]
+                rates, forward, step_flops = time_modes(arch, size, args.batch_size, modes, precision, args.steps,
+                                                        args.repeats, args.warmup)
+                for mode, rate in rates.items():
                     tflops = rate * step_flops / 1e12
                     share = f"{100 * tflops / peak:>6.1f}%" if peak else f"{'n/a':>7}"
                     label = "engine-jit" if backend == "jax" and mode == "engine" else mode

@@ -124,6 +124,17 @@ def test_mixed_bfloat16_trains_with_float32_weights_and_outputs(tmp_path, tiny_i
     assert training.keras.mixed_precision.dtype_policy().name == "float32"
 
 
+def test_resume_may_switch_to_bfloat16_but_not_to_float16(tmp_path, tiny_images):
+    config = TrainConfig(demo=True, steps=2, **QUICK).validate()
+    training.Trainer(config, tmp_path / "run", images=tiny_images, progress=False).fit(progress=False)
+    with pytest.raises(ConfigError, match="^precision: .*cannot switch to or from mixed_float16"):
+        training.Trainer(None, tmp_path / "run", images=tiny_images, resume=True,
+                         overrides={"precision": "mixed_float16", "steps": 3}, progress=False)
+    resumed = training.Trainer(None, tmp_path / "run", images=tiny_images, resume=True,
+                               overrides={"precision": "mixed_bfloat16", "steps": 3}, progress=False)
+    assert resumed.step == 2 and resumed.config.precision == "mixed_bfloat16"
+
+
 def test_mixed_float16_scales_the_loss():
     config = TrainConfig(demo=True, steps=1, precision="mixed_float16").validate()
     g_optimizer, d_optimizer = training.make_optimizers(config)
