@@ -64,8 +64,7 @@ class _JittedStep:
     def _shard(self, array):
         if self._batch_sharding is None:
             return array
-        return jax.device_put(np.asarray(array) if not isinstance(array, jax.Array) else array,
-                              self._batch_sharding)
+        return jax.device_put(array, self._batch_sharding)
 
 
 def _batch_sharding(distribution):
@@ -236,6 +235,6 @@ def distribution_scope(distribution):
     return contextlib.nullcontext()
 
 
-def to_device(array, distribution=None):
+def to_device(array):
     """A host array as an array on the (first) device."""
     return jnp.asarray(array)

@@ -227,6 +227,6 @@ def distribution_scope(distribution):
     return contextlib.nullcontext() if distribution is None else distribution.scope()
 
 
-def to_device(array, distribution=None):
+def to_device(array):
     """A host array as a tensor on the (first) device."""
     return tf.convert_to_tensor(array)

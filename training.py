@@ -6,17 +6,21 @@ with real = 1 and fake = 0.
 
 The pieces, top to bottom:
 
-* ``train_step``: one GradientTape update of D and G, a plain function of
-  (models, optimizers, batch).  ``compile_train_step`` wraps it in a
-  ``tf.function`` with fixed batch shapes, so it traces once.
-* ``stylegan_train_step``: the same for ``arch="stylegan"``, plus adaptive
-  augmentation of what D sees, the R1 penalty (every ``r1_every`` steps),
-  and the generator's moving average (EMA), which all sampling uses.
+* ``gan_objectives`` and ``stylegan_objectives``: the forward pass and the
+  losses of one step, in keras.ops, for any backend.  StyleGAN's adds
+  adaptive augmentation of what D sees and the R1 penalty (every
+  ``r1_every`` steps).
+* ``compile_train_step`` and ``compile_stylegan_steps``: the update around
+  them, from the running backend's engine (``engine()``): a GradientTape in
+  a ``tf.function`` with fixed batch shapes (steps_tf.py, the default) or
+  jax.vjp under jax.jit (steps_jax.py).  Each is compiled once.  StyleGAN's
+  also moves the generator's moving average (EMA), which all sampling uses.
 * ``BatchSampler``: which real images, flips and latent vectors step ``k``
   uses, a pure function of (seed, step).  Resuming at step ``k`` therefore
   continues exactly where an uninterrupted run would be.
-* ``Trainer``: a run folder, the models and optimizers, history.csv, fixed-
-  latent sample grids and atomic checkpoints (see checkpoints.py).
+* ``Trainer``: a run folder, the models and optimizers (in the configured
+  precision, on the configured devices), history.csv, fixed-latent sample
+  grids and atomic checkpoints (see checkpoints.py).
 """
 
 from __future__ import annotations
