@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 import training
+from config import ConfigError
 
 NAME = "jax"
 
@@ -74,10 +75,6 @@ def _batch_sharding(distribution):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
 
 
-def _scope(variables: list, values: list) -> keras.StatelessScope:
-    return keras.StatelessScope(state_mapping=list(zip(variables, values)))
-
-
 def _differentiate(objectives, g_values, d_values):
     """Gradients of G's loss w.r.t. G and of D's objective w.r.t. D: two pullbacks of one forward pass."""
     (g_loss, d_objective), pullback, aux = jax.vjp(objectives, g_values, d_values, has_aux=True)
@@ -85,12 +82,6 @@ def _differentiate(objectives, g_values, d_values):
     g_gradients = pullback((one, zero))[0]
     d_gradients = pullback((zero, one))[1]
     return g_gradients, d_gradients, aux
-
-
-def _build_optimizers(generator, discriminator, g_optimizer, d_optimizer) -> None:
-    for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
 
 
 def _state_groups(generator, discriminator, g_optimizer, d_optimizer, extra_state=()):
@@ -108,9 +99,9 @@ def _make_update(groups, g_optimizer, d_optimizer, forward):
         g_values, d_values, other_values, g_opt_values, d_opt_values = values
 
         def objectives(g_trainable, d_trainable):
-            mapping = (g_vars + d_vars + other_vars + g_opt_vars + d_opt_vars,
-                       list(g_trainable) + list(d_trainable) + other_values + g_opt_values + d_opt_values)
-            with _scope(*mapping) as scope:
+            variables = g_vars + d_vars + other_vars + g_opt_vars + d_opt_vars
+            values = list(g_trainable) + list(d_trainable) + other_values + g_opt_values + d_opt_values
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
                 g_loss, d_objective, metrics = forward(*inputs)
                 # Loss scaling under mixed_float16 (a no-op otherwise); the optimizers unscale.
                 scaled = (g_optimizer.scale_loss(g_loss), d_optimizer.scale_loss(d_objective))
@@ -128,7 +119,7 @@ def _make_update(groups, g_optimizer, d_optimizer, forward):
 def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
                        jit_compile: bool = True, distribution=None):
     """The DCGAN step ``step(real_images, latent_vectors) -> metrics`` under jax.jit (always XLA)."""
-    _build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
+    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
     groups = _state_groups(generator, discriminator, g_optimizer, d_optimizer)
 
     def forward(real_images, latent_vectors):
@@ -140,7 +131,7 @@ def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch
 def compile_stylegan_steps(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
                            batch_size: int, r1_weight: float, jit_compile: bool = True, distribution=None):
     """The StyleGAN step without and with R1, each ``step(real, latents, augment_p, ema_beta)``, jitted."""
-    _build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
+    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
     groups = _state_groups(generator, discriminator, g_optimizer, d_optimizer, extra_state=[seed_generator.state])
     ema_groups = [list(generator_ema.trainable_variables), list(generator_ema.non_trainable_variables)]
     generator_others = len(generator.non_trainable_variables)
@@ -218,7 +209,7 @@ def make_distribution(devices: int):
     available = accelerators() or jax.devices()
     count = len(available) if devices == -1 else devices
     if count > len(available):
-        raise ValueError(f"devices: {count} asked for, but JAX sees {len(available)}: {available}")
+        raise ConfigError("devices", f"{count} asked for, but JAX sees {len(available)}: {available}")
     if count <= 1:
         return None
     distribution = keras.distribution.DataParallel(devices=available[:count])

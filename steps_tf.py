@@ -16,6 +16,7 @@ loss is divided by the number of replicas.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 import modelscript
 import training
+from config import ConfigError
 
 NAME = "tensorflow"
 
@@ -99,12 +101,6 @@ def _signature(generator, batch_size: int, scalars: tuple) -> list:
     ]
 
 
-def _build_optimizers(generator, discriminator, g_optimizer, d_optimizer) -> None:
-    for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
-        if not optimizer.built:  # creating its variables inside the trace would trace twice
-            optimizer.build(model.trainable_variables)
-
-
 def _replica_slice(tensor):
     """This replica's share of a global batch (replicas take consecutive blocks)."""
     context = tf.distribute.get_replica_context()
@@ -117,7 +113,7 @@ def _compile(replica_step, signature, jit_compile: bool, distribution, after=Non
     if distribution is None:
         return tf.function(replica_step, input_signature=signature, jit_compile=jit_compile)
     if jit_compile:
-        raise ValueError("jit_compile: XLA is not available with several TensorFlow devices; drop --xla "
+        raise ConfigError("jit_compile", "XLA is not available with several TensorFlow devices; drop --xla "
                          "or use KERAS_BACKEND=jax, whose steps are always compiled by XLA")
 
     def sliced(real_images, latent_vectors, *scalars):
@@ -137,7 +133,7 @@ def _compile(replica_step, signature, jit_compile: bool, distribution, after=Non
 def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
                        jit_compile: bool = False, distribution=None):
     """``train_step`` as ``step(real_images, latent_vectors)``: traced once, XLA if asked."""
-    _build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
+    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
     replicas = replica_count(distribution)
 
     def replica_step(real_images, latent_vectors):
@@ -150,7 +146,7 @@ def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch
 def compile_stylegan_steps(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
                            batch_size: int, r1_weight: float, jit_compile: bool = False, distribution=None):
     """``stylegan_train_step`` without and with R1, each ``step(real, latents, augment_p, ema_beta)``."""
-    _build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
+    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
     replicas = replica_count(distribution)
     signature = _signature(generator, batch_size, ("augment_p", "ema_beta"))
 
@@ -209,7 +205,7 @@ def make_distribution(devices: int):
     available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     count = len(available) if devices == -1 else devices
     if count > len(available):
-        raise ValueError(f"devices: {count} asked for, but TensorFlow sees {len(available)}: "
+        raise ConfigError("devices", f"{count} asked for, but TensorFlow sees {len(available)}: "
                          f"{[device.name for device in available]}")
     if count <= 1:
         return None
@@ -222,8 +218,6 @@ def replica_count(distribution) -> int:
 
 def distribution_scope(distribution):
     """Where models, optimizers and RNG states must be created to be mirrored."""
-    import contextlib
-
     return contextlib.nullcontext() if distribution is None else distribution.scope()
 
 

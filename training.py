@@ -205,6 +205,13 @@ def make_optimizers(config: TrainConfig):
     return g_optimizer, d_optimizer
 
 
+def build_optimizers(generator, discriminator, g_optimizer, d_optimizer) -> None:
+    """Create the optimizers' variables now: inside a compiled step they would cost a second trace."""
+    for optimizer, model in ((g_optimizer, generator), (d_optimizer, discriminator)):
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+
+
 def build_models(config: TrainConfig):
     """Generator and discriminator for a config, in its compute precision (weights stay float32)."""
     previous = keras.mixed_precision.dtype_policy()
@@ -404,10 +411,7 @@ class Trainer:
     def _build(self, config: TrainConfig) -> None:
         """Models, optimizers and the compiled step, on the configured devices and precision."""
         step_engine = engine()
-        try:
-            self.distribution = step_engine.make_distribution(config.devices)
-        except ValueError as error:
-            raise ConfigError("devices", str(error).split(": ", 1)[1]) from error
+        self.distribution = step_engine.make_distribution(config.devices)
         self.replicas = step_engine.replica_count(self.distribution)
         if config.batch_size % self.replicas:
             raise ConfigError("batch_size", f"{config.batch_size} does not split evenly over {self.replicas} "
@@ -416,23 +420,20 @@ class Trainer:
             self.generator, self.discriminator = build_models(config)
             self.g_optimizer, self.d_optimizer = make_optimizers(config)
             options = {"jit_compile": config.jit_compile, "distribution": self.distribution}
-            try:
-                if self.is_stylegan:
-                    self.generator.mixing_probability = config.style_mixing
-                    self.generator_ema = build_models(config)[0]
-                    self.generator_ema.set_weights(self.generator.get_weights())
-                    self.augment_seed = keras.random.SeedGenerator(config.seed)
-                    # Lazy R1: gamma / 2 x the penalty, on every r1_every-th step, so x r1_every.
-                    self._plain_step, self._r1_step = compile_stylegan_steps(
-                        self.generator, self.generator_ema, self.discriminator, self.g_optimizer,
-                        self.d_optimizer, self.augment_seed, config.batch_size,
-                        config.resolved_r1_gamma / 2 * config.r1_every, **options,
-                    )
-                else:
-                    self._step_fn = compile_train_step(self.generator, self.discriminator, self.g_optimizer,
-                                                       self.d_optimizer, config.batch_size, **options)
-            except ValueError as error:
-                raise ConfigError("jit_compile", str(error).split(": ", 1)[1]) from error
+            if self.is_stylegan:
+                self.generator.mixing_probability = config.style_mixing
+                self.generator_ema = build_models(config)[0]
+                self.generator_ema.set_weights(self.generator.get_weights())
+                self.augment_seed = keras.random.SeedGenerator(config.seed)
+                # Lazy R1: gamma / 2 x the penalty, on every r1_every-th step, so x r1_every.
+                self._plain_step, self._r1_step = compile_stylegan_steps(
+                    self.generator, self.generator_ema, self.discriminator, self.g_optimizer,
+                    self.d_optimizer, self.augment_seed, config.batch_size,
+                    config.resolved_r1_gamma / 2 * config.r1_every, **options,
+                )
+            else:
+                self._step_fn = compile_train_step(self.generator, self.discriminator, self.g_optimizer,
+                                                   self.d_optimizer, config.batch_size, **options)
         # On a single accelerator the training set lives on the device and batches are gathered there.
         on_device = self.distribution is None and bool(step_engine.accelerators())
         self._device_images = step_engine.to_device(self.images) if on_device else None
