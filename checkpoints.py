@@ -8,7 +8,7 @@ A checkpoint is a folder ``RUN/checkpoints/ckpt-00001234/`` holding
                               states, as plain numpy arrays
     state.json                step, epoch, architecture, names of the arrays
 
-and, for StyleGAN runs, ``generator_ema.weights.h5`` (the averaged generator
+and, for StyleGAN runs, ``generator_ema.weights.h5`` (EMA_MODEL) (the averaged generator
 used for sampling) plus the augmentation RNG in training_state.npz and the
 augmentation probability in state.json.
 
@@ -32,6 +32,8 @@ import numpy as np
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{8})$")
 STATE_FILE = "state.json"
+TRAINING_STATE = "training_state.npz"
+EMA_MODEL = "generator_ema"  # StyleGAN's averaged generator, which draws its samples
 
 
 class CheckpointError(RuntimeError):
@@ -99,7 +101,7 @@ def save_checkpoint(run_dir, step: int, epoch: int, generator, discriminator, g_
     for prefix, variables in (extra_variables or {}).items():
         for index, variable in enumerate(variables):
             arrays[f"{prefix}/{index:04d}"] = np.asarray(variable.numpy())
-    np.savez(staging / "training_state.npz", **arrays)
+    np.savez(staging / TRAINING_STATE, **arrays)
     state = dict(meta, step=int(step), epoch=int(epoch), saved_at=time.time(),
                  g_optimizer_variables=[v.path for v in g_optimizer.variables],
                  d_optimizer_variables=[v.path for v in d_optimizer.variables])
@@ -175,7 +177,7 @@ def restore_checkpoint(checkpoint, generator, discriminator=None, g_optimizer=No
             load_model_weights(model, checkpoint, name)
     if g_optimizer is None and d_optimizer is None:
         return state
-    with np.load(checkpoint / "training_state.npz") as stored:
+    with np.load(checkpoint / TRAINING_STATE) as stored:
 
         def group(prefix: str) -> list:
             return [stored[key] for key in sorted(key for key in stored.files if key.startswith(prefix + "/"))]

@@ -1,137 +1,213 @@
-"""The one configuration object of a training run.
+"""The one configuration object of a training run, and the one declaration of every setting.
 
-A ``TrainConfig`` is filled from the CLI flags (train.py) or the notebook's
-widgets, validated once (``validate`` raises ConfigError naming the field),
-and saved as ``config.json`` in the run folder; resume and generate read it
-back from there.
+Each field of ``TrainConfig`` is declared once, with ``setting(...)``: its
+default, its help text, the train.py flag that sets it, its choices, and the
+variable of driver.ipynb's parameters cell (and widget) that shows it.
+train.py builds its parser from these declarations (``add_arguments``) and
+notebook_ui.py its widgets, so a new setting is one new field here.
+
+A ``TrainConfig`` is validated once (``validate`` raises ConfigError naming
+the field and changes nothing), then ``resolved()`` fills the settings left
+to the architecture (latent size, learning rates, Adam betas, StyleGAN's R1
+weight and EMA half-life): that resolved config is what a run folder saves
+as config.json.
+
+This module imports no TensorFlow, Keras or NumPy, so ``train.py --help``
+and every flag error answer at once.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from modelscript import ARCHITECTURES, IMAGE_SIZES, default_latent_dim
-
-CONFIG_FILE = "config.json"
-# Optimiser settings left as None take the architecture's own: the DCGAN seeds'
-# (G 2e-4, D 1e-4, beta1 0.5), or StyleGAN2's (2e-3 for both, betas 0 and 0.99).
-# Equalised learning rates are why StyleGAN can use a 10x higher rate.
-OPTIMIZER_DEFAULTS = {
-    "dcgan": {"g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.999},
-    "dcgan-classic": {"g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.999},
-    "stylegan": {"g_learning_rate": 2e-3, "d_learning_rate": 2e-3, "beta_1": 0.0, "beta_2": 0.99},
-}
+BACKENDS = ("tensorflow", "jax")  # the Keras backends a run trains on (KERAS_BACKEND; unset: tensorflow)
+ARCHITECTURES = ("dcgan", "dcgan-classic", "stylegan")
+IMAGE_SIZES = (32, 64, 128, 256)
+SPLITS = ("train", "validate", "test")
 AUGMENT_MODES = ("ada", "off")
 # float32, or Keras mixed precision: float16 compute with loss scaling (GPUs with tensor
 # cores), bfloat16 compute (recent GPUs and TPUs, and CPUs with AVX512-BF16/AMX).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# What an architecture chooses when a setting is left unset (None).  The DCGAN seeds
+# trained with Adam G 2e-4, D 1e-4 (D slower so it does not run away), beta1 0.5
+# (Radford et al.: 0.9 oscillates); StyleGAN2 with 2e-3 for both and betas 0 / 0.99,
+# which its equalised learning rate makes stable.
+ARCH_DEFAULTS = {
+    "dcgan": {"latent_dim": 256, "g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5,
+              "beta_2": 0.999},
+    "dcgan-classic": {"latent_dim": 100, "g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5,
+                      "beta_2": 0.999},
+    "stylegan": {"latent_dim": 512, "g_learning_rate": 2e-3, "d_learning_rate": 2e-3, "beta_1": 0.0,
+                 "beta_2": 0.99},
+}
+# Training length when neither --epochs nor --steps is given: `--demo` alone must finish in
+# under 10 minutes on 2 CPU cores, cohort build included (700 steps of 16 at 64x64).
+DEMO_LENGTH = {"steps": 700, "batch_size": 16}
+DATA_EPOCHS = 50
 
 
-def next_run_dir(arch: str, image_size: int, root: Path = Path("runs"), prefix: str = "") -> Path:
-    """The first free ``root/<prefix><arch>-<size>px-NNN``."""
-    index = 1
-    while (root / f"{prefix}{arch}-{image_size}px-{index:03d}").exists():
-        index += 1
-    return root / f"{prefix}{arch}-{image_size}px-{index:03d}"
+def r1_gamma_rule(image_size: int, batch_size: int) -> float:
+    """StyleGAN2-ADA's rule of thumb for the R1 weight: 0.0002 * size^2 / batch."""
+    return 0.0002 * image_size**2 / batch_size
+
+
+def ema_kimg_rule(batch_size: int) -> float:
+    """StyleGAN2-ADA's generator-EMA half-life, in thousands of images: batch * 10 / 32."""
+    return batch_size * 10 / 32
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot be used; ``field`` names it."""
+    """A configuration value that cannot be used: ``field`` names it, ``reason`` says why."""
 
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
+    def __init__(self, field_name: str, reason: str):
+        super().__init__(f"{field_name}: {reason}")
         self.field = field_name
+        self.reason = reason
+
+
+def setting(default=None, help="", *, flag=None, type=None, choices=None, action=None, group=None,
+            exclusive=None, metavar=None, notebook=None, widget=None, default_factory=None):
+    """A dataclass field with its declaration: flag, help, choices, notebook variable and widget label.
+
+    ``type`` is the value's type (int, float, str, bool); ``action`` is
+    "store_true", "store_false" or "append" (several values after one flag);
+    ``exclusive`` names a group of flags of which one may be given;
+    ``notebook`` is the parameters cell's variable, and ``widget`` the label
+    of its widget (no label: a plain variable only).
+    """
+    metadata = {"help": help, "flag": flag, "type": type, "choices": choices, "action": action, "group": group,
+                "exclusive": exclusive, "metavar": metavar, "notebook": notebook, "widget": widget}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _arch_default_help(name: str) -> str:
+    values = {arch: defaults[name] for arch, defaults in ARCH_DEFAULTS.items()}
+    if len(set(values.values())) == 2 and values["dcgan"] == values["dcgan-classic"]:
+        return f"dcgans {values['dcgan']:g}, stylegan {values['stylegan']:g}"
+    return ", ".join(f"{arch} {value:g}" for arch, value in values.items())
 
 
 @dataclass
 class TrainConfig:
     # --- data
-    data_dir: str | None = None  # folder holding keras_png_slices_*; None with demo=True
-    demo: bool = False  # build (once) and use the demo cohort instead of data_dir
-    demo_root: str = "data/demo"  # where the demo cohort is written
-    demo_subjects: int = 48  # demo cohort size (32 slices each; OASIS has 354 subjects)
-    splits: tuple = ("train", "validate", "test")  # seed 000 trained on all three
-    limit: int | None = None  # use only the first N images (quick trials)
+    data_dir: str | None = setting(
+        None, "folder holding keras_png_slices_* (real OASIS)", flag="--data", type=str, metavar="DIR",
+        exclusive="source", notebook="DATA_DIR", widget="OASIS folder (blank: demo)")
+    demo: bool = setting(
+        False, "train on the demo cohort (built once from the MNI152 template)", flag="--demo", type=bool,
+        action="store_true", exclusive="source")
+    demo_root: str = setting("data/demo", "where the demo cohort is written", flag="--demo-root", type=str,
+                             notebook="DEMO_ROOT")
+    demo_subjects: int = setting(48, "demo cohort size, 32 slices each (OASIS has 354 subjects)",
+                                 flag="--demo-subjects", type=int, notebook="DEMO_SUBJECTS")
+    splits: tuple = setting(("train", "validate", "test"), "splits to train on (seed 000 trained on all three)",
+                            flag="--splits", type=str, choices=SPLITS, action="append", notebook="SPLITS")
+    limit: int | None = setting(None, "use only the first N images (quick trials)", flag="--limit", type=int)
     # --- model
-    arch: str = "dcgan"  # "dcgan" (seed 000), "dcgan-classic" (Radford et al.), "stylegan" (StyleGAN2)
-    image_size: int = 64  # 64 trains in minutes on a CPU; 256 is OASIS's size (GPU)
-    latent_dim: int | None = None  # None: the architecture's default (dcgan 256, classic 100, stylegan 512)
+    arch: str = setting("dcgan", "dcgan (seed 000), dcgan-classic (Radford et al.) or stylegan (StyleGAN2)",
+                        flag="--arch", type=str, choices=ARCHITECTURES, notebook="ARCH", widget="architecture")
+    image_size: int = setting(64, "image side; train.py's default is 256 with a GPU, 64 on the CPU",
+                              flag="--image-size", type=int, choices=IMAGE_SIZES, notebook="IMAGE_SIZE",
+                              widget="resolution")
+    latent_dim: int | None = setting(None, f"latent size (default {_arch_default_help('latent_dim')})",
+                                     flag="--latent-dim", type=int, notebook="LATENT_DIM",
+                                     widget="latent size (0: default)")
     # --- optimisation
-    batch_size: int = 32  # seeds used 10-64; drop_remainder keeps shapes fixed
-    epochs: int | None = None  # passes over the data; or give steps instead
-    steps: int | None = None  # total generator updates; overrides epochs
-    # None below: the architecture's default (OPTIMIZER_DEFAULTS), filled in by validate()
-    g_learning_rate: float | None = None  # dcgans: G 2e-4 (seeds 000/001); stylegan 2e-3
-    d_learning_rate: float | None = None  # dcgans: D 1e-4 so D does not run away; stylegan 2e-3
-    beta_1: float | None = None  # dcgans 0.5 (Radford et al.; Adam's 0.9 is less stable); stylegan 0
-    beta_2: float | None = None  # dcgans 0.999; stylegan 0.99
-    flip: bool = True  # random left-right flips (seed 002): hemispheres are near-symmetric
+    batch_size: int = setting(32, "images per step; the last partial batch of an epoch is dropped",
+                              flag="--batch-size", type=int, notebook="BATCH_SIZE", widget="batch size")
+    epochs: int | None = setting(None, "passes over the data", flag="--epochs", type=int, exclusive="length",
+                                 notebook="EPOCHS", widget="epochs (0: use steps)")
+    steps: int | None = setting(
+        None, f"generator updates (--demo alone: {DEMO_LENGTH['steps']} at batch {DEMO_LENGTH['batch_size']}; "
+              f"--data alone: {DATA_EPOCHS} epochs)",
+        flag="--steps", type=int, exclusive="length", notebook="STEPS", widget="steps (0: use epochs)")
+    g_learning_rate: float | None = setting(
+        None, f"generator learning rate (default {_arch_default_help('g_learning_rate')})", flag="--g-lr",
+        type=float, notebook="G_LEARNING_RATE", widget="G learning rate (blank: default)")
+    d_learning_rate: float | None = setting(
+        None, f"discriminator learning rate (default {_arch_default_help('d_learning_rate')})", flag="--d-lr",
+        type=float, notebook="D_LEARNING_RATE", widget="D learning rate (blank: default)")
+    beta_1: float | None = setting(None, f"Adam beta1 (default {_arch_default_help('beta_1')})", flag="--beta1",
+                                   type=float, notebook="BETA_1", widget="Adam beta1 (blank: default)")
+    beta_2: float | None = setting(None, f"Adam beta2 (default {_arch_default_help('beta_2')})", flag="--beta2",
+                                   type=float)
+    flip: bool = setting(True, "no random left-right flips (seed 002 flipped: hemispheres are near-symmetric)",
+                         flag="--no-flip", type=bool, action="store_false", notebook="FLIP",
+                         widget="left-right flips")
     # --- stylegan only (the DCGANs ignore these)
-    r1_gamma: float | None = None  # R1 penalty weight; None: 0.0002 * size^2 / batch (StyleGAN2-ADA's rule)
-    r1_every: int = 16  # lazy regularisation: R1 on every 16th step, weighted x16
-    style_mixing: float = 0.9  # probability that a training batch mixes two latents' styles
-    ema_kimg: float | None = None  # half-life of the generator EMA in thousands of images; None: batch * 10 / 32
-    augment: str = "ada"  # "ada": adaptive discriminator augmentation; "off"
-    ada_target: float = 0.6  # ADA raises p while E[sign(D(real))] is above this
-    ada_kimg: float = 100.0  # thousands of images over which p can go from 0 to 1 (ADA paper: 500)
+    r1_gamma: float | None = setting(None, "R1 penalty weight (default 0.0002 * size^2 / batch)",
+                                     flag="--r1-gamma", type=float, group="stylegan")
+    r1_every: int = setting(16, "steps between R1 penalties (lazy regularisation)", flag="--r1-every", type=int,
+                            group="stylegan")
+    style_mixing: float = setting(0.9, "probability that a batch mixes two latents' styles",
+                                  flag="--style-mixing", type=float, group="stylegan")
+    ema_kimg: float | None = setting(None, "generator EMA half-life in thousands of images (default batch*10/32)",
+                                     flag="--ema-kimg", type=float, group="stylegan")
+    augment: str = setting("ada", "adaptive discriminator augmentation", flag="--augment", type=str,
+                           choices=AUGMENT_MODES, group="stylegan")
+    ada_target: float = setting(0.6, "ADA raises p while E[sign(D(real))] is above this", flag="--ada-target",
+                                type=float, group="stylegan")
+    ada_kimg: float = setting(100.0, "thousands of images for p to go from 0 to 1 (ADA paper: 500)",
+                              flag="--ada-kimg", type=float, group="stylegan")
     # --- bookkeeping
-    seed: int = 0  # one seed makes a CPU run reproducible
-    log_every: int = 10  # steps per history.csv row (losses averaged over them)
-    sample_every: int = 100  # steps per sample grid from the fixed latents
-    checkpoint_every: int = 100  # steps per checkpoint (also at the end and on Ctrl-C)
-    keep_checkpoints: int = 3  # how many recent checkpoints to keep
-    sample_grid: int = 36  # images in each sample grid (a square number looks best)
-    deterministic: bool = False  # enable TF op determinism (bit-exact CPU reruns, slower on GPU)
-    jit_compile: bool = False  # compile the step with XLA (slower on the CPU: benchmarks/bench_train.py)
+    seed: int = setting(0, "one seed makes a CPU run reproducible (with --deterministic, bit for bit)",
+                        flag="--seed", type=int, notebook="SEED")
+    log_every: int = setting(10, "steps per history.csv row (losses averaged over them)", flag="--log-every",
+                             type=int)
+    sample_every: int = setting(100, "steps per sample grid from the fixed latents", flag="--sample-every",
+                                type=int)
+    checkpoint_every: int = setting(100, "steps per checkpoint (also at the end and on Ctrl-C)",
+                                    flag="--checkpoint-every", type=int)
+    keep_checkpoints: int = setting(3, "how many recent checkpoints to keep", flag="--keep-checkpoints", type=int)
+    sample_grid: int = setting(36, "images in each sample grid (a square number looks best)",
+                               flag="--sample-grid", type=int)
+    deterministic: bool = setting(False, "deterministic kernels: bit-exact reruns (slower on a GPU)",
+                                  flag="--deterministic", type=bool, action="store_true")
+    jit_compile: bool = setting(False, "compile the TensorFlow step with XLA (for GPUs; slower on the CPU; "
+                                       "the JAX engine always compiles with XLA)",
+                                flag="--xla", type=bool, action="store_true")
     # --- speed and scale (none of these change what a run computes, up to rounding)
-    precision: str = "float32"  # or "mixed_float16" / "mixed_bfloat16" (PRECISIONS); weights stay float32
-    devices: int = 1  # data-parallel replicas on this machine (GPUs, else logical CPUs); -1: all
-    ssim_every: int = 100  # steps per best-match SSIM of the sample grid in history.csv; 0 turns it off
-    ssim_references: int = 256  # fixed random training images that SSIM is measured against
-    extra: dict = field(default_factory=dict)  # free-form notes kept with the run
+    precision: str = setting("float32", "compute precision; weights stay float32, mixed_float16 adds loss "
+                                        "scaling", flag="--precision", type=str, choices=PRECISIONS,
+                             group="speed", notebook="PRECISION")
+    devices: int = setting(1, "data-parallel replicas on this machine: GPUs, else logical CPUs (-1 or 'all': "
+                              "every one)", flag="--devices", type=int, metavar="N|all", group="speed",
+                           notebook="DEVICES")
+    ssim_every: int = setting(100, "steps per best-match SSIM of the sample grid in history.csv (0: off)",
+                              flag="--ssim-every", type=int)
+    ssim_references: int = setting(256, "training images that SSIM is measured against",
+                                   flag="--ssim-references", type=int)
+    extra: dict = setting(help="free-form notes kept with the run", default_factory=dict)
 
-    @property
-    def resolved_latent_dim(self) -> int:
-        return self.latent_dim if self.latent_dim is not None else default_latent_dim(self.arch)
+    def __post_init__(self):
+        if isinstance(self.splits, str):
+            self.splits = (self.splits,)
+        elif isinstance(self.splits, list):
+            self.splits = tuple(self.splits)
 
-    def optimizer_settings(self) -> dict:
-        """Learning rates and Adam betas, the architecture's defaults filling the unset ones."""
-        defaults = OPTIMIZER_DEFAULTS.get(self.arch, OPTIMIZER_DEFAULTS["dcgan"])
-        return {name: default if getattr(self, name) is None else getattr(self, name)
-                for name, default in defaults.items()}
+    # --- defaults
 
-    @property
-    def resolved_r1_gamma(self) -> float:
-        """R1 weight: StyleGAN2-ADA's heuristic 0.0002 * size^2 / batch unless set."""
-        return self.r1_gamma if self.r1_gamma is not None else 0.0002 * self.image_size**2 / self.batch_size
+    def resolved(self) -> "TrainConfig":
+        """A copy with every setting left to the architecture filled in (see ARCH_DEFAULTS and the rules)."""
+        filled = {name: value for name, value in ARCH_DEFAULTS.get(self.arch, {}).items()
+                  if getattr(self, name) is None}
+        if self.arch == "stylegan":
+            if self.r1_gamma is None:
+                filled["r1_gamma"] = r1_gamma_rule(self.image_size, self.batch_size)
+            if self.ema_kimg is None:
+                filled["ema_kimg"] = ema_kimg_rule(self.batch_size)
+        return dataclasses.replace(self, **filled)
 
-    @property
-    def resolved_ema_kimg(self) -> float:
-        """Generator EMA half-life in thousands of images: StyleGAN2-ADA's batch * 10 / 32 unless set."""
-        return self.ema_kimg if self.ema_kimg is not None else self.batch_size * 10 / 32
+    # --- checks
 
     def validate(self) -> "TrainConfig":
-        """Check every field; raise ConfigError naming the first bad one."""
-
-        def positive_int(name: str, allow_none: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(name, f"must be a positive integer, got {value!r}")
-
-        def unit_interval(name: str) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ConfigError(name, f"must be a number in [0, 1), got {value!r}")
-
+        """Check every field; raise ConfigError naming the first bad one.  Changes nothing."""
         if self.arch not in ARCHITECTURES:
             raise ConfigError("arch", f"must be one of {ARCHITECTURES}, got {self.arch!r}")
-        for name, value in self.optimizer_settings().items():
-            setattr(self, name, value)
         if self.image_size not in IMAGE_SIZES:
             raise ConfigError("image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size!r}")
         if not self.demo and not self.data_dir:
@@ -139,49 +215,31 @@ class TrainConfig:
         if self.demo and self.data_dir:
             raise ConfigError("data_dir", "give either a data folder or demo=True (--demo), not both")
         for name in ("batch_size", "demo_subjects", "log_every", "sample_every", "checkpoint_every",
-                     "keep_checkpoints", "sample_grid"):
-            positive_int(name)
+                     "keep_checkpoints", "sample_grid", "ssim_references", "r1_every"):
+            _check(self, name, _is_int, "a positive integer", lambda value: value >= 1)
         for name in ("latent_dim", "epochs", "steps", "limit"):
-            positive_int(name, allow_none=True)
-        positive_int("ssim_references")
-        if isinstance(self.ssim_every, bool) or not isinstance(self.ssim_every, int) or self.ssim_every < 0:
-            raise ConfigError("ssim_every", f"must be a non-negative integer (0: off), got {self.ssim_every!r}")
+            _check(self, name, _is_int, "a positive integer", lambda value: value >= 1, optional=True)
+        _check(self, "ssim_every", _is_int, "a non-negative integer (0: off)", lambda value: value >= 0)
+        _check(self, "seed", _is_int, "a non-negative integer", lambda value: value >= 0)
         if self.epochs is None and self.steps is None:
             raise ConfigError("epochs", "give the training length as epochs or steps")
         if self.demo_subjects < 3:
             raise ConfigError("demo_subjects", f"must be at least 3 (one subject per split), got {self.demo_subjects}")
         for name in ("g_learning_rate", "d_learning_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-                raise ConfigError(name, f"must be a number in (0, 1), got {value!r}")
-        unit_interval("beta_1")
-        unit_interval("beta_2")
-        positive_int("r1_every")
-        for name, zero_ok in (("r1_gamma", True), ("ema_kimg", False), ("ada_kimg", False)):
-            value = getattr(self, name)
-            if value is None and name != "ada_kimg":
-                continue
-            number = not isinstance(value, bool) and isinstance(value, (int, float))
-            if not number or not (value >= 0 if zero_ok else value > 0):
-                kind = "non-negative" if zero_ok else "positive"
-                raise ConfigError(name, f"must be a {kind} number, got {value!r}")
+            _check(self, name, _is_number, "a number in (0, 1)", lambda value: 0.0 < value < 1.0, optional=True)
+        for name in ("beta_1", "beta_2"):
+            _check(self, name, _is_number, "a number in [0, 1)", lambda value: 0.0 <= value < 1.0, optional=True)
+        _check(self, "r1_gamma", _is_number, "a non-negative number", lambda value: value >= 0, optional=True)
+        _check(self, "ema_kimg", _is_number, "a positive number", lambda value: value > 0, optional=True)
+        _check(self, "ada_kimg", _is_number, "a positive number", lambda value: value > 0)
         for name in ("style_mixing", "ada_target"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ConfigError(name, f"must be a number in [0, 1], got {value!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
-        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or not (
-                self.devices >= 1 or self.devices == -1):
-            raise ConfigError("devices", f"must be a positive integer or -1 (all), got {self.devices!r}")
-        if self.augment not in AUGMENT_MODES:
-            raise ConfigError("augment", f"must be one of {AUGMENT_MODES}, got {self.augment!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError("seed", f"must be a non-negative integer, got {self.seed!r}")
-        splits = (self.splits,) if isinstance(self.splits, str) else tuple(self.splits)
-        if not splits or any(split not in ("train", "validate", "test") for split in splits):
-            raise ConfigError("splits", f"must be a non-empty subset of ('train', 'validate', 'test'), got {self.splits!r}")
-        self.splits = splits
+            _check(self, name, _is_number, "a number in [0, 1]", lambda value: 0.0 <= value <= 1.0)
+        for name, allowed in (("precision", PRECISIONS), ("augment", AUGMENT_MODES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
+        _check(self, "devices", _is_int, "a positive integer or -1 (all)", lambda value: value >= 1 or value == -1)
+        if not self.splits or any(split not in SPLITS for split in self.splits):
+            raise ConfigError("splits", f"must be a non-empty subset of {SPLITS}, got {self.splits!r}")
         return self
 
     def total_steps(self, n_images: int) -> int:
@@ -197,19 +255,12 @@ class TrainConfig:
             )
         return n_images // self.batch_size
 
-    # --- persistence
+    # --- plain values (config.json)
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
         values["splits"] = list(self.splits)
         return values
-
-    def save(self, run_dir) -> Path:
-        path = Path(run_dir) / CONFIG_FILE
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        temporary.replace(path)
-        return path
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -217,18 +268,115 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(unknown[0], f"is not a setting of this version (known: {sorted(known)})")
-        values = dict(values)
-        if "splits" in values:
-            values["splits"] = tuple(values["splits"])
         return cls(**values)
 
-    @classmethod
-    def load(cls, run_dir) -> "TrainConfig":
-        path = Path(run_dir) / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {run_dir} is not a run folder made by train.py")
-        try:
-            values = json.loads(path.read_text())
-        except ValueError as exc:
-            raise ConfigError("config.json", f"{path} is not valid JSON ({exc})") from exc
-        return cls.from_dict(values)
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(config: TrainConfig, name: str, is_type, expected: str, in_range, optional: bool = False) -> None:
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if not is_type(value) or not in_range(value):
+        raise ConfigError(name, f"must be {expected}, got {value!r}")
+
+
+# ------------------------------------------------------------ declarations
+
+
+def declarations() -> list[dataclasses.Field]:
+    """The fields of TrainConfig, in order, each with its declaration in ``metadata``."""
+    return list(dataclasses.fields(TrainConfig))
+
+
+def flag_of(name: str) -> str | None:
+    """The train.py flag that sets field ``name`` (None: no flag)."""
+    for item in declarations():
+        if item.name == name:
+            return item.metadata["flag"]
+    return None
+
+
+def notebook_settings() -> dict[str, dataclasses.Field]:
+    """Parameters-cell variable -> the TrainConfig field it sets."""
+    return {item.metadata["notebook"]: item for item in declarations() if item.metadata["notebook"]}
+
+
+def device_count(text: str) -> int:
+    """--devices: a positive count, or "all" (-1)."""
+    if text == "all":
+        return -1
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return count
+
+
+GROUP_TITLES = {"speed": "speed and scale (see docs/speed.md)", "stylegan": "stylegan only"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per declared setting, each with default None (unset: the config's or the machine's default)."""
+    groups = {name: parser.add_argument_group(title) for name, title in GROUP_TITLES.items()}
+    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for item in declarations():
+        meta = item.metadata
+        if not meta["flag"]:
+            continue
+        target = groups[meta["group"]] if meta["group"] else parser
+        if meta["exclusive"]:
+            if meta["exclusive"] not in exclusive:
+                exclusive[meta["exclusive"]] = target.add_mutually_exclusive_group()
+            target = exclusive[meta["exclusive"]]
+        shown = item.default if item.default is not dataclasses.MISSING else None
+        described = meta["help"] if shown in (None, False, True) or "default" in meta["help"] else \
+            f"{meta['help']} (default {' '.join(shown) if isinstance(shown, tuple) else shown})"
+        options = {"dest": item.name, "default": None, "help": described}
+        if meta["action"] in ("store_true", "store_false"):
+            options["action"] = meta["action"]
+        else:
+            options["type"] = device_count if item.name == "devices" else meta["type"]
+            if meta["choices"]:
+                options["choices"] = meta["choices"]
+            if meta["metavar"]:
+                options["metavar"] = meta["metavar"]
+            if meta["action"] == "append":
+                options["nargs"] = "+"
+        target.add_argument(meta["flag"], **options)
+
+
+def explicit_settings(args: argparse.Namespace) -> dict:
+    """The config fields the user set on the command line, with their exclusive partners cleared."""
+    values = {item.name: getattr(args, item.name) for item in declarations()
+              if item.metadata["flag"] and getattr(args, item.name, None) is not None}
+    if "data_dir" in values:
+        values["demo"] = False
+    if values.get("demo"):
+        values["data_dir"] = None
+    if "steps" in values:
+        values["epochs"] = None
+    elif "epochs" in values:
+        values["steps"] = None
+    return values
+
+
+def with_length_defaults(settings: dict, image_size: int) -> dict:
+    """A new run's settings: the image size and, when no length is given, DEMO_LENGTH or DATA_EPOCHS."""
+    settings = dict(settings)
+    settings.setdefault("image_size", image_size)
+    if settings.get("steps") is None and settings.get("epochs") is None:
+        if settings.get("demo"):
+            settings["steps"] = DEMO_LENGTH["steps"]
+            settings.setdefault("batch_size", DEMO_LENGTH["batch_size"])
+        else:
+            settings["epochs"] = DATA_EPOCHS
+    return settings

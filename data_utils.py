@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-SPLITS = ("train", "validate", "test")
+from config import SPLITS  # ("train", "validate", "test"), declared once with the settings
+
 SPLIT_FOLDER = "keras_png_slices_{}"
 DATASET_FOLDER = "keras_png_slices_data"
 # Bump when the decoding below changes, so old cache files are not reused.
@@ -301,6 +302,13 @@ def save_image_grid(path, images: np.ndarray, columns: int | None = None) -> Non
     save_png(path, image_grid(images, columns))
 
 
+def training_folder(config, progress: bool = False) -> Path:
+    """The folder a run config (config.TrainConfig) trains on: its data_dir, or its demo cohort (built on first use)."""
+    if config.demo:
+        return make_demo_dataset(config.demo_root, n_subjects=config.demo_subjects, progress=progress)
+    return resolve_data_dir(config.data_dir)
+
+
 def make_demo_dataset(root, n_subjects: int = 48, seed: int = 0, workers: int | None = None, progress: bool = False) -> Path:
     """Write the demo cohort under ``root`` and return the data_dir for load_oasis.
 
@@ -311,4 +319,6 @@ def make_demo_dataset(root, n_subjects: int = 48, seed: int = 0, workers: int | 
     """
     from demo_cohort import build_demo_cohort
 
-    return build_demo_cohort(Path(root), n_subjects=n_subjects, seed=seed, workers=workers, progress=progress)
+    folders = {split: SPLIT_FOLDER.format(split) for split in SPLITS}
+    return build_demo_cohort(Path(root) / DATASET_FOLDER, folders, n_subjects=n_subjects, seed=seed,
+                             workers=workers, progress=progress)

@@ -160,13 +160,15 @@ def _write_subject(job: tuple) -> int:
     return case
 
 
-def build_demo_cohort(root: Path, n_subjects: int = 48, seed: int = 0, workers: int | None = None, progress: bool = False) -> Path:
-    """Write the cohort under root/keras_png_slices_data (reused when it exists)."""
-    from data_utils import DATASET_FOLDER, SPLIT_FOLDER  # no cycle: data_utils imports us lazily
+def build_demo_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects: int = 48, seed: int = 0,
+                      workers: int | None = None, progress: bool = False) -> Path:
+    """Write the cohort into ``data_dir``, one folder per split (``split_folders``); reuse it when it exists.
 
+    data_utils.make_demo_dataset gives the OASIS layout (keras_png_slices_data/keras_png_slices_train, ...).
+    """
     if not isinstance(n_subjects, (int, np.integer)) or n_subjects < 3:
         raise ValueError(f"n_subjects must be an integer of at least 3 (one per split), got {n_subjects!r}")
-    data_dir = Path(root) / DATASET_FOLDER
+    data_dir = Path(data_dir)
     manifest = {"version": COHORT_VERSION, "n_subjects": int(n_subjects), "seed": int(seed)}
     manifest_path = data_dir / "demo_cohort.json"
     if manifest_path.is_file():
@@ -181,12 +183,12 @@ def build_demo_cohort(root: Path, n_subjects: int = 48, seed: int = 0, workers: 
             "it is left untouched: choose another root"
         )
 
-    staging = Path(root) / f".{DATASET_FOLDER}.partial-{os.getpid()}"
+    staging = data_dir.with_name(f".{data_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     splits = subject_splits(n_subjects, seed)
-    for split in ("train", "validate", "test"):
-        (staging / SPLIT_FOLDER.format(split)).mkdir(parents=True)
-    jobs = [(seed, case, str(staging / SPLIT_FOLDER.format(splits[case]))) for case in sorted(splits)]
+    for folder in split_folders.values():
+        (staging / folder).mkdir(parents=True)
+    jobs = [(seed, case, str(staging / split_folders[splits[case]])) for case in sorted(splits)]
     workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
     if workers == 1:
         results = map(_write_subject, jobs)

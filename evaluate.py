@@ -5,11 +5,11 @@
     python evaluate.py --run RUN --data /path/to/oasis --n 200 --fid --inception-weights imagenet
 
 For N generated images (seeded latents) it finds each one's most similar
-real image by SSIM (exact, as SPEC.md defines it) among the images the run
+real image by SSIM (exact: skimage's, data_range 2; see metrics.py) among the images the run
 trained on, and among the test split, and writes REPORT.json:
 
   nn_ssim_median/p10/p90     best-match SSIM against the training images
-                             (the course bar is a median above 0.6)
+                             (the course bar is a median above 0.6, plots.COURSE_SSIM_BAR)
   test_nn_ssim_*             the same against the test split
   real_test_nn_ssim_*        real test images against the training images:
                              what a genuinely new brain scores (only when the
@@ -39,6 +39,7 @@ import numpy as np
 
 import data_utils
 import metrics
+from plots import COURSE_SSIM_BAR
 
 DEFAULT_N = 64
 FIGURE_PICKS = ("worst", "p10", "median", "p90", "best")
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"generated images (default {DEFAULT_N})")
     parser.add_argument("--out", help="report JSON (default RUN/evaluation.json); the figure goes beside it (.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and the real subsets (default 0)")
-    parser.add_argument("--checkpoint", help="a checkpoint folder of the run (default: the latest)")
+    parser.add_argument("--checkpoint", help="a checkpoint of the run: its folder, or its name such as "
+                                             "ckpt-00000400 (default: the latest complete one)")
     parser.add_argument("--memorized-threshold", type=float, default=metrics.MEMORIZED_THRESHOLD,
                         help=f"best-match SSIM above which a sample counts as a near-copy "
                              f"(default {metrics.MEMORIZED_THRESHOLD})")
@@ -93,18 +95,16 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--inception-weights: {args.inception_weights} is not a file (or give 'imagenet' / 'random')")
 
 
-def data_source(args: argparse.Namespace, config) -> tuple[Path, str]:
-    """The folder to compare with: --data, --demo, or else the data the run trained on."""
+def data_source(config, data_dir=None, demo: bool = False, progress: bool = True) -> tuple[Path, str]:
+    """The folder to compare with: ``data_dir``, the demo cohort, or else the data the run trained on."""
     from config import TrainConfig
-    from training import data_dir_of
 
-    if args.data:
-        return data_utils.resolve_data_dir(args.data), f"data folder {args.data}"
-    if args.demo and not config.demo:  # a run on real data compared with the default demo cohort
+    if data_dir:
+        return data_utils.resolve_data_dir(data_dir), f"data folder {data_dir}"
+    if demo and not config.demo:  # a run on real data compared with the default demo cohort
         config = TrainConfig(demo=True, steps=1)
     if config.demo:
-        return data_dir_of(config, progress=not args.quiet), \
-            f"demo cohort ({config.demo_subjects} subjects) in {config.demo_root}"
+        return data_utils.training_folder(config, progress), f"demo cohort ({config.demo_subjects} subjects) in {config.demo_root}"
     return data_utils.resolve_data_dir(config.data_dir), f"data folder {config.data_dir} (the run's own)"
 
 
@@ -119,63 +119,92 @@ def figure_picks(scores: np.ndarray) -> list[tuple[str, int]]:
     return [(label, int(order[position])) for label, position in zip(FIGURE_PICKS, positions)]
 
 
-def evaluate(args: argparse.Namespace, log=print) -> dict:
-    import generate
+def matches_figure(generated: np.ndarray, references: np.ndarray, best_index: np.ndarray, best_score: np.ndarray):
+    """The worst, p10, median, p90 and best samples beside their best matches (a matplotlib Figure)."""
     import plots
-    from training import generate_images
 
-    generator, config, state = generate.load_generator(args.run, args.checkpoint)
-    data_dir, description = data_source(args, config)
-    log(f"run {args.run} (step {state['step']}, {config.arch} {config.image_size}px); comparing with {description}")
-    train_files = data_utils.list_slice_files(data_dir, config.splits)[: config.limit]
-    train = data_utils.load_oasis(data_dir, config.splits, config.image_size, limit=config.limit,
-                                  progress=not args.quiet)
-    test_held_out = "test" not in config.splits
-    test = data_utils.load_oasis(data_dir, ("test",), config.image_size, progress=not args.quiet)
+    picks = figure_picks(best_score)
+    return plots.matches_figure(
+        [generated[i] for _, i in picks], [references[best_index[i]] for _, i in picks],
+        [best_score[i] for _, i in picks], labels=[f"{label} (sample {i})" for label, i in picks],
+    )
 
-    generated = generate_images(generator, generate.sample_latents(args.n, config.resolved_latent_dim, args.seed))
-    log(f"searching {len(train)} training and {len(test)} test images for the best match of each of {args.n} samples")
+
+def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray | None = None, *,
+                      test_held_out: bool = True, top_k: int = 1, seed: int = 0,
+                      memorized_threshold: float = metrics.MEMORIZED_THRESHOLD) -> tuple[dict, np.ndarray, np.ndarray]:
+    """How close generated images come to real ones, by SSIM -> (report, indices, scores).
+
+    ``indices`` and ``scores`` (each ``(N, top_k)``, best first) are every
+    sample's best matches among ``train``.  The report holds the best-match
+    summary, the near-copy share and the diversity of generated and real
+    images; with ``test`` also the samples' best matches there and, when the
+    run never saw the test split (``test_held_out``), the yardstick: real
+    test slices' best matches among ``train``.
+    """
     started = time.perf_counter()
-    nn_index, nn_score = metrics.ssim_search(generated, train, top_k=1)
+    indices, scores = metrics.ssim_search(generated, train, top_k=top_k)
     search_seconds = time.perf_counter() - started
-    nn_index, nn_score = nn_index[:, 0], nn_score[:, 0]
-    test_score = metrics.nearest_neighbour_scores(generated, test)
-
-    rng = np.random.default_rng([args.seed, 11])
-    real_subset = data_utils.random_subset(train, args.n, rng)
+    best = scores[:, 0]
+    rng = np.random.default_rng([seed, 11])
+    n = len(generated)
     report = {
-        "run": str(args.run), "step": int(state["step"]), "arch": config.arch, "image_size": config.image_size,
-        "n_generated": args.n, "seed": args.seed, "data": description,
-        "n_train_references": len(train), "n_test_references": len(test), "test_held_out": test_held_out,
-        **percentile_summary("nn_ssim", nn_score),
-        "course_bar": "median best-match SSIM > 0.6",
-        "course_bar_met": bool(np.median(nn_score) > plots.COURSE_SSIM_BAR),
-        **percentile_summary("test_nn_ssim", test_score),
-        "memorized_threshold": args.memorized_threshold,
-        "memorized_fraction": float(np.mean(nn_score > args.memorized_threshold)),
+        "n_generated": n, "n_train_references": len(train),
+        **percentile_summary("nn_ssim", best),
+        "course_bar": f"median best-match SSIM > {COURSE_SSIM_BAR}",
+        "course_bar_met": bool(np.median(best) > COURSE_SSIM_BAR),
+        "memorized_threshold": memorized_threshold,
+        "memorized_fraction": float(np.mean(best > memorized_threshold)),
         "diversity_ssim_generated": metrics.mean_pairwise_ssim(generated),
-        "diversity_ssim_real": metrics.mean_pairwise_ssim(real_subset),
+        "diversity_ssim_real": metrics.mean_pairwise_ssim(data_utils.random_subset(train, n, rng)),
         "search_seconds": search_seconds,
-        "search_pairs_per_s": args.n * len(train) / max(search_seconds, 1e-9),
+        "search_pairs_per_s": n * len(train) / max(search_seconds, 1e-9),
     }
-    if test_held_out:
-        real_queries = data_utils.random_subset(test, args.n, rng)
-        report.update(percentile_summary("real_test_nn_ssim", metrics.nearest_neighbour_scores(real_queries, train)))
-    if args.fid:
-        report.update(fid_scores(args, train, generated, rng, log))
+    if test is not None:
+        report.update(n_test_references=len(test), test_held_out=test_held_out,
+                      **percentile_summary("test_nn_ssim", metrics.nearest_neighbour_scores(generated, test)))
+        if test_held_out:
+            real_queries = data_utils.random_subset(test, n, rng)
+            report.update(percentile_summary("real_test_nn_ssim",
+                                             metrics.nearest_neighbour_scores(real_queries, train)))
+    return report, indices, scores
+
+
+def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT_N, seed: int = 0,
+                 checkpoint=None, memorized_threshold: float = metrics.MEMORIZED_THRESHOLD, out=None,
+                 fid: dict | None = None, progress: bool = True, log=print) -> dict:
+    """Evaluate ``n`` samples of a run (the report above); write REPORT.json and its figure.
+
+    ``fid`` (e.g. ``{"weights": "imagenet", "real": 2048, "input_size": 299}``)
+    adds FID and KID.  Returns the report, with the paths it wrote.
+    """
+    import sampling
+    from batches import sample_latents
+
+    generator, config, state = sampling.load_generator(run_dir, checkpoint)
+    data_dir, description = data_source(config, data_dir, demo, progress)
+    log(f"run {run_dir} (step {state['step']}, {config.arch} {config.image_size}px); comparing with {description}")
+    train_files = data_utils.list_slice_files(data_dir, config.splits)[: config.limit]
+    train = data_utils.load_oasis(data_dir, config.splits, config.image_size, limit=config.limit, progress=progress)
+    test = data_utils.load_oasis(data_dir, ("test",), config.image_size, progress=progress)
+
+    generated = sampling.generate_images(generator, sample_latents(n, config.latent_dim, seed))
+    log(f"searching {len(train)} training and {len(test)} test images for the best match of each of {n} samples")
+    summary, indices, scores = compare_with_real(generated, train, test, test_held_out="test" not in config.splits,
+                                                 seed=seed, memorized_threshold=memorized_threshold)
+    nn_index, nn_score = indices[:, 0], scores[:, 0]
+    report = {"run": str(run_dir), "step": int(state["step"]), "arch": config.arch, "image_size": config.image_size,
+              "seed": seed, "data": description, **summary}
+    if fid:
+        report.update(fid_scores(train, generated, np.random.default_rng([seed, 12]), seed=seed, log=log, **fid))
     report["samples"] = [
         {"nn_ssim": float(score), "nn_index": int(index), "nn_file": str(train_files[index])}
         for score, index in zip(nn_score, nn_index)
     ]
 
-    out = Path(args.out) if args.out else Path(args.run) / "evaluation.json"
+    out = Path(out) if out else Path(run_dir) / "evaluation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    picks = figure_picks(nn_score)
-    figure = plots.matches_figure(
-        [generated[i] for _, i in picks], [train[nn_index[i]] for _, i in picks], [nn_score[i] for _, i in picks],
-        labels=[f"{label} (sample {i})" for label, i in picks],
-    )
-    figure.savefig(out.with_suffix(".png"), dpi=100)
+    matches_figure(generated, train, nn_index, nn_score).savefig(out.with_suffix(".png"), dpi=100)
     report["figure"] = str(out.with_suffix(".png"))
     temporary = out.with_name(out.name + ".tmp")
     temporary.write_text(json.dumps(report, indent=2) + "\n")
@@ -184,34 +213,38 @@ def evaluate(args: argparse.Namespace, log=print) -> dict:
     return report
 
 
-def fid_scores(args, train: np.ndarray, generated: np.ndarray, rng, log) -> dict:
+def fid_scores(train: np.ndarray, generated: np.ndarray, rng, *, weights: str = "imagenet", real: int = 2048,
+               input_size: int = 299, seed: int = 0, log=print) -> dict:
+    """FID and KID between ``real`` random training images and the generated ones (InceptionV3 features)."""
     import fid
 
-    weights = None if args.inception_weights == "random" else args.inception_weights
     try:
-        model = fid.inception_model(weights, input_size=args.inception_size)
+        model = fid.inception_model(None if weights == "random" else weights, input_size=input_size)
     except (RuntimeError, FileNotFoundError) as error:
         raise FlagError("--inception-weights", str(error)) from error
-    real = data_utils.random_subset(train, args.fid_real, rng)
-    log(f"InceptionV3 features of {len(real)} real and {len(generated)} generated images")
-    real_features, fake_features = fid.inception_features(model, real), fid.inception_features(model, generated)
-    kid_mean, kid_std = fid.kernel_inception_distance(real_features, fake_features, seed=args.seed)
+    reals = data_utils.random_subset(train, real, rng)
+    log(f"InceptionV3 features of {len(reals)} real and {len(generated)} generated images")
+    real_features, fake_features = fid.inception_features(model, reals), fid.inception_features(model, generated)
+    kid_mean, kid_std = fid.kernel_inception_distance(real_features, fake_features, seed=seed)
     return {
         "fid": fid.frechet_distance(real_features, fake_features), "kid_mean": kid_mean, "kid_std": kid_std,
-        "fid_real_images": len(real), "fid_weights": args.inception_weights, "fid_note": fid.NOT_COMPARABLE,
+        "fid_real_images": len(reals), "fid_weights": weights, "fid_note": fid.NOT_COMPARABLE,
     }
 
 
 def summary_lines(report: dict) -> list[str]:
+    """The report in a few lines (what evaluate.py prints and the notebook shows)."""
     lines = [
-        f"best-match SSIM vs {report['n_train_references']} training images: median {report['nn_ssim_median']:.3f} "
-        f"(p10 {report['nn_ssim_p10']:.3f}, p90 {report['nn_ssim_p90']:.3f}); course bar > 0.6 "
-        f"{'met' if report['course_bar_met'] else 'NOT met'}",
-        f"vs {report['n_test_references']} test images{'' if report['test_held_out'] else ' (seen in training)'}: "
-        f"median {report['test_nn_ssim_median']:.3f}",
+        f"best-match SSIM of {report['n_generated']} samples vs {report['n_train_references']} training images: "
+        f"median {report['nn_ssim_median']:.3f} (p10 {report['nn_ssim_p10']:.3f}, p90 {report['nn_ssim_p90']:.3f}); "
+        f"course bar > {COURSE_SSIM_BAR} {'met' if report['course_bar_met'] else 'NOT met'}",
     ]
+    if "test_nn_ssim_median" in report:
+        lines.append(f"vs {report['n_test_references']} test images"
+                     f"{'' if report['test_held_out'] else ' (seen in training)'}: "
+                     f"median {report['test_nn_ssim_median']:.3f}")
     if "real_test_nn_ssim_median" in report:
-        lines.append(f"real test images vs training images: median {report['real_test_nn_ssim_median']:.3f}")
+        lines.append(f"yardstick, real test images vs training images: median {report['real_test_nn_ssim_median']:.3f}")
     lines += [
         f"near-copies (best match > {report['memorized_threshold']}): {100 * report['memorized_fraction']:.1f}%",
         f"diversity (mean pairwise SSIM): generated {report['diversity_ssim_generated']:.3f}, "
@@ -221,7 +254,9 @@ def summary_lines(report: dict) -> list[str]:
     if "fid" in report:
         lines.append(f"FID {report['fid']:.2f}, KID {report['kid_mean']:.4f} +- {report['kid_std']:.4f} "
                      f"({report['fid_weights']} weights; not comparable to published FIDs)")
-    return lines + [f"report: {report['report']}  figure: {report['figure']}"]
+    if "report" in report:
+        lines.append(f"report: {report['report']}  figure: {report['figure']}")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -229,8 +264,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     log = (lambda *a: None) if args.quiet else print
+    fid_options = {"weights": args.inception_weights, "real": args.fid_real,
+                   "input_size": args.inception_size} if args.fid else None
     try:
-        report = evaluate(args, log)
+        report = evaluate_run(args.run, data_dir=args.data, demo=args.demo, n=args.n, seed=args.seed,
+                              checkpoint=args.checkpoint, memorized_threshold=args.memorized_threshold,
+                              out=args.out, fid=fid_options, progress=not args.quiet, log=log)
     except FlagError as error:
         parser.error(f"{error.flag}: {error}")
     except (FileNotFoundError, ValueError, RuntimeError) as error:  # DataError, CheckpointError, bad run folder

@@ -24,32 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import numpy as np
 
 MAX_GRID = 1024  # more images than this go to --npy; the grid shows the first ones
-EMA_WEIGHTS = "generator_ema"  # the checkpoint's averaged generator (StyleGAN runs)
-
-
-def load_generator(run_dir, checkpoint=None):
-    """The run's generator with the weights of its latest (or the given) checkpoint."""
-    import checkpoints
-    import modelscript
-    from config import TrainConfig
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    config = TrainConfig.load(run_dir)
-    checkpoint = Path(checkpoint) if checkpoint else checkpoints.latest_checkpoint(run_dir)
-    if checkpoint is None or not (checkpoint / checkpoints.STATE_FILE).is_file():
-        raise FileNotFoundError(f"{run_dir} holds no complete checkpoint (train it first, or check --checkpoint)")
-    generator = modelscript.build_generator(config.arch, config.image_size, config.resolved_latent_dim)
-    expect = {"arch": config.arch, "image_size": config.image_size, "latent_dim": config.resolved_latent_dim}
-    state = checkpoints.restore_checkpoint(checkpoint, generator, expect=expect)
-    if (checkpoint / f"{EMA_WEIGHTS}.weights.h5").is_file():  # StyleGAN: sample from the averaged generator
-        checkpoints.load_model_weights(generator, checkpoint, EMA_WEIGHTS)
-    return generator, config, state
-
-
-def sample_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
-    return np.random.default_rng([seed, 5]).standard_normal((n, latent_dim)).astype(np.float32)
 
 
 def main(argv=None) -> int:
@@ -59,7 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="PNG grid to write")
     parser.add_argument("--npy", help="also save the images as a float32 .npy array")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
-    parser.add_argument("--checkpoint", help="a checkpoint folder of the run (default: the latest)")
+    parser.add_argument("--checkpoint", help="a checkpoint of the run: its folder, or its name such as "
+                                             "ckpt-00000400 (default: the latest complete one)")
     parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
                         help="StyleGAN only: truncation psi in [0, 1] (default 1: no truncation)")
     args = parser.parse_args(argv)
@@ -74,8 +49,10 @@ def main(argv=None) -> int:
     if not 0.0 <= args.truncation <= 1.0:
         parser.error(f"--truncation: must be a number in [0, 1], got {args.truncation}")
 
+    import sampling  # Keras loads here, after the flags are checked
+
     try:
-        generator, config, state = load_generator(args.run, args.checkpoint)
+        generator, config, state = sampling.load_generator(args.run, args.checkpoint)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         parser.error(f"--run: {error}")
 
@@ -83,10 +60,10 @@ def main(argv=None) -> int:
         parser.error(f"--truncation: only StyleGAN runs have a style space to truncate; {args.run} is {config.arch}")
 
     import data_utils
-    from training import generate_images
+    from batches import sample_latents
 
-    latents = sample_latents(args.n, config.resolved_latent_dim, args.seed)
-    images = generate_images(generator, latents, truncation_psi=args.truncation)
+    latents = sample_latents(args.n, config.latent_dim, args.seed)
+    images = sampling.generate_images(generator, latents, truncation_psi=args.truncation)
     data_utils.save_image_grid(args.out, images[:MAX_GRID])
     if args.npy:
         Path(args.npy).parent.mkdir(parents=True, exist_ok=True)

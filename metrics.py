@@ -75,7 +75,7 @@ def as_image_stack(images, name: str) -> np.ndarray:
         raise ValueError(f"{name}: images contain NaN or infinite values")
     if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
         raise ValueError(f"{name}: values span [{low:.4g}, {high:.4g}], expected [-1, 1] "
-                         "(SSIM uses data_range=2 as in SPEC.md)")
+                         "(SSIM uses data_range=2 for images in [-1, 1])")
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -236,7 +236,7 @@ def pairwise_ssim(queries, references) -> np.ndarray:
 
 
 def ssim(x, y) -> float:
-    """SSIM of two 2-D images in [-1, 1], as SPEC.md defines it (skimage itself)."""
+    """SSIM of two 2-D images in [-1, 1]: skimage's structural_similarity with data_range 2."""
     return float(structural_similarity(x, y, data_range=DATA_RANGE))
 
 

@@ -37,10 +37,8 @@ import keras
 from keras import layers
 
 import stylegan
+from config import ARCH_DEFAULTS, ARCHITECTURES, IMAGE_SIZES
 
-ARCHITECTURES = ("dcgan", "dcgan-classic", "stylegan")
-IMAGE_SIZES = (32, 64, 128, 256)
-DEFAULT_LATENT_DIM = {"dcgan": 256, "dcgan-classic": 100, "stylegan": 512}
 LEAK = 0.2  # LeakyReLU slope, as in Radford et al. and all seeds
 DROPOUT = 0.4  # seed 000: slows the discriminator down
 # Keras's default batchnorm momentum (0.99) averages over ~100 steps; the GAN's
@@ -60,9 +58,9 @@ def check_arch(arch: str, image_size: int) -> None:
 
 
 def default_latent_dim(arch: str) -> int:
-    if arch not in DEFAULT_LATENT_DIM:
+    if arch not in ARCH_DEFAULTS:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
-    return DEFAULT_LATENT_DIM[arch]
+    return ARCH_DEFAULTS[arch]["latent_dim"]
 
 
 def _resolve_latent(arch: str, latent_dim: int | None) -> int:
@@ -89,11 +87,22 @@ def build_discriminator(arch: str = "dcgan", image_size: int = 256) -> keras.Mod
     return builders[arch](image_size)
 
 
+def io_shapes(model: keras.Model) -> tuple[tuple, tuple]:
+    """(input shape, output shape) of any model built here, batch axis None.
+
+    Functional models know them; StyleGAN's generator (a subclassed model)
+    is run once on a zero latent vector to find its output.
+    """
+    if isinstance(model, stylegan.StyleGenerator):
+        output = model(keras.ops.zeros((1, model.latent_dim)), training=False)
+        return (None, model.latent_dim), (None, *output.shape[1:])
+    return tuple(model.input_shape), tuple(model.output_shape)
+
+
 def generator_io(generator) -> tuple[int, int]:
     """(latent_dim, image_size) of any generator built here."""
-    if isinstance(generator, stylegan.StyleGenerator):
-        return generator.latent_dim, generator.image_size
-    return generator.input_shape[-1], generator.output_shape[1]
+    inputs, outputs = io_shapes(generator)
+    return inputs[-1], outputs[1]
 
 
 # ----------------------------------------------------------------- dcgan

@@ -13,26 +13,41 @@ from pathlib import Path
 
 import numpy as np
 
+import config
 import data_utils
 import plots
 
-# Parameter name -> (label, widget kind, options).  Kinds: choice, int, optional-int, optional-float, bool,
-# text.  Optional numbers are empty (None: the default) or a value; 0 is a value for beta1.
-FIELDS = {
-    "DATA_DIR": ("OASIS folder (empty: demo cohort)", "text", None),
-    "ARCH": ("architecture", "choice", ("dcgan", "dcgan-classic", "stylegan")),
-    "IMAGE_SIZE": ("resolution", "choice", (32, 64, 128, 256)),
-    "EPOCHS": ("epochs (0: use steps)", "optional-int", None),
-    "STEPS": ("steps (0: use epochs)", "optional-int", None),
-    "BATCH_SIZE": ("batch size", "int", None),
-    "G_LEARNING_RATE": ("G learning rate (empty: default)", "optional-float", None),
-    "D_LEARNING_RATE": ("D learning rate (empty: default)", "optional-float", None),
-    "BETA_1": ("Adam beta1 (empty: default)", "optional-float", None),
-    "LATENT_DIM": ("latent size (0: default)", "optional-int", None),
-    "FLIP": ("left-right flips", "bool", None),
-    "RUN_DIR": ("run folder (empty: new)", "text", None),
-    "RESUME": ("resume that run", "bool", None),
+# The notebook's own settings (not a training run's: those are TrainConfig's, declared in config.py):
+# variable -> (type, widget label or None for a plain variable).
+NOTEBOOK_ONLY = {
+    "RUN_DIR": (str, "run folder (blank: new)"),
+    "RESUME": (bool, "resume that run"),
+    "N_SEARCH": (int, None),  # generated slices the SSIM search checks
+    "TOP_K": (int, None),  # matches kept for each
+    "SEARCH_TEST": (bool, None),  # also search the test split
+    "WALK_STEPS": (int, None),  # images on the latent-space walk
 }
+# The notebook's run draws samples, measures SSIM and saves a checkpoint every 50 steps (the CLI: 100).
+NOTEBOOK_BOOKKEEPING = {"sample_every": 50, "checkpoint_every": 50, "ssim_every": 50}
+LABEL_WIDTH, WIDGET_WIDTH = "210px", "460px"
+
+
+def notebook_variables() -> list[str]:
+    """Every variable the parameters cell must define: TrainConfig's notebook settings, then the notebook's own."""
+    return list(config.notebook_settings()) + list(NOTEBOOK_ONLY)
+
+
+def _widget_specs() -> dict[str, tuple]:
+    """Variable -> (type, label, choices, optional) for every setting shown as a widget."""
+    specs = {}
+    for name, item in config.notebook_settings().items():
+        meta = item.metadata
+        if meta["widget"]:
+            specs[name] = (meta["type"], meta["widget"], meta["choices"], item.default is None)
+    for name, (kind, label) in NOTEBOOK_ONLY.items():
+        if label:
+            specs[name] = (kind, label, None, kind is str)
+    return specs
 
 
 class SettingsForm:
@@ -41,38 +56,38 @@ class SettingsForm:
     def __init__(self, namespace: dict):
         import ipywidgets as widgets
 
+        self._specs = _widget_specs()
         self._widgets = {}
-        for name, (label, kind, options) in FIELDS.items():
+        for name, (kind, label, choices, _) in self._specs.items():
             value = namespace[name]
-            style = {"description_width": "190px"}
-            layout = widgets.Layout(width="420px")
-            if kind == "choice":
-                widget = widgets.Dropdown(options=options, value=value, description=label, style=style, layout=layout)
-            elif kind in ("int", "optional-int"):
-                widget = widgets.IntText(value=value or 0, description=label, style=style, layout=layout)
-            elif kind == "bool":
-                widget = widgets.Checkbox(value=bool(value), description=label, style=style, layout=layout)
+            options = {"description": label, "style": {"description_width": LABEL_WIDTH},
+                       "layout": widgets.Layout(width=WIDGET_WIDTH)}
+            if choices:
+                widget = widgets.Dropdown(options=choices, value=value, **options)
+            elif kind is bool:
+                widget = widgets.Checkbox(value=bool(value), indent=False, **options)
+            elif kind is int:
+                widget = widgets.IntText(value=value or 0, **options)
             else:
-                widget = widgets.Text(value="" if value is None else str(value), description=label, style=style,
-                                      layout=layout)
+                widget = widgets.Text(value="" if value is None else str(value), **options)
             self._widgets[name] = widget
         self.widget = widgets.VBox(list(self._widgets.values()))
 
     def values(self) -> dict:
-        """The current settings, in the parameters' own types (None where 0 or empty means "unset")."""
+        """The current settings, in the parameters' own types (None where 0 or blank means "unset")."""
         values = {}
-        for name, (_, kind, _) in FIELDS.items():
+        for name, (kind, label, choices, optional) in self._specs.items():
             value = self._widgets[name].value
-            if kind == "optional-int":
+            if kind is int and optional:
                 value = value or None
-            elif kind in ("text", "optional-float"):
+            elif kind in (str, float) and not choices:
                 value = value.strip() or None
-            if kind == "optional-float" and value is not None:
+            if kind is float and value is not None:
                 try:
                     value = float(value)
                 except ValueError:
-                    raise ValueError(f"{FIELDS[name][0]} ({name}): {value!r} is not a number; "
-                                     "leave it empty for the architecture's default") from None
+                    raise ValueError(f"{label} ({name}): {value!r} is not a number; "
+                                     "leave it blank for the architecture's default") from None
             values[name] = value
         return values
 
@@ -82,53 +97,36 @@ class SettingsForm:
         display(self.widget)
 
 
-def make_config(settings: dict, seed: int, splits, demo_root: str, demo_subjects: int, precision: str = "float32",
-                devices: int = 1):
-    """The TrainConfig for the settings; EPOCHS, when set, wins over STEPS."""
-    from config import TrainConfig
-
-    epochs = settings["EPOCHS"]
-    return TrainConfig(
-        data_dir=settings["DATA_DIR"], demo=settings["DATA_DIR"] is None, splits=tuple(splits), demo_root=demo_root,
-        demo_subjects=demo_subjects,
-        arch=settings["ARCH"], image_size=settings["IMAGE_SIZE"], latent_dim=settings["LATENT_DIM"],
-        epochs=epochs, steps=None if epochs else settings["STEPS"], batch_size=settings["BATCH_SIZE"],
-        g_learning_rate=settings["G_LEARNING_RATE"], d_learning_rate=settings["D_LEARNING_RATE"],
-        beta_1=settings["BETA_1"],
-        flip=settings["FLIP"], seed=seed, sample_every=50, checkpoint_every=50, ssim_every=50,
-        precision=precision, devices=devices,
-    ).validate()
+def parameters(namespace: dict) -> dict:
+    """The notebook's settings as they stand in ``namespace`` (the parameters cell's variables)."""
+    return {name: namespace[name] for name in notebook_variables()}
 
 
-def new_run_dir(config) -> Path:
+def make_config(settings: dict) -> config.TrainConfig:
+    """The validated, resolved TrainConfig of the notebook's settings; EPOCHS, when set, wins over STEPS."""
+    values = {item.name: settings[name] for name, item in config.notebook_settings().items()}
+    values["demo"] = values["data_dir"] is None
+    if values["epochs"]:
+        values["steps"] = None
+    return config.TrainConfig(**values, **NOTEBOOK_BOOKKEEPING).validate().resolved()
+
+
+def new_run_dir(run_config: config.TrainConfig) -> Path:
     """The next free ``runs/notebook-<arch>-<size>px-NNN``."""
-    from config import next_run_dir
+    from run_folder import next_run_dir
 
-    return next_run_dir(config.arch, config.image_size, prefix="notebook-")
-
-
-def describe_config(config) -> str:
-    length = f"{config.epochs} epochs" if config.epochs else f"{config.steps} steps"
-    source = ("demo cohort" if config.demo else f"OASIS folder {config.data_dir}") + f" ({'+'.join(config.splits)})"
-    return (f"{config.arch} at {config.image_size}x{config.image_size}, latent {config.resolved_latent_dim}, "
-            f"batch {config.batch_size}, {length}; G lr {config.g_learning_rate:g}, D lr {config.d_learning_rate:g}, "
-            f"beta1 {config.beta_1:g}; flips {'on' if config.flip else 'off'}; seed {config.seed}; {config.precision}"
-            f"{'' if config.devices == 1 else f' on {config.devices} devices'}; data: {source}")
+    return next_run_dir(run_config.arch, run_config.image_size, prefix="notebook-")
 
 
-def describe_networks(trainer) -> list[str]:
-    """One line per network: its input and output shapes and parameter count."""
-    import modelscript
-
-    latent_dim, image_size = modelscript.generator_io(trainer.generator)
-    shapes = [((None, latent_dim), (None, image_size, image_size, 1)),
-              ((None, image_size, image_size, 1), (None, 1))]
-    lines = [f"{model.name}: input {inputs} -> output {outputs}, {model.count_params():,} parameters"
-             for model, (inputs, outputs) in zip((trainer.generator, trainer.discriminator), shapes)]
-    if trainer.generator_ema is not None:
-        lines.append(f"plus an exponential moving average of the generator ({trainer.generator_ema.count_params():,} "
-                     "parameters), which draws every sample")
-    return lines
+def describe_config(run_config: config.TrainConfig) -> str:
+    """One line: the resolved settings a user checks before training."""
+    c = run_config
+    length = f"{c.epochs} epochs" if c.epochs else f"{c.steps} steps"
+    source = ("demo cohort" if c.demo else f"OASIS folder {c.data_dir}") + f" ({'+'.join(c.splits)})"
+    return (f"{c.arch} at {c.image_size}x{c.image_size}, latent {c.latent_dim}, "
+            f"batch {c.batch_size}, {length}; G lr {c.g_learning_rate:g}, D lr {c.d_learning_rate:g}, "
+            f"beta1 {c.beta_1:g}; flips {'on' if c.flip else 'off'}; seed {c.seed}; {c.precision}"
+            f"{'' if c.devices == 1 else f' on {c.devices} devices'}; data: {source}")
 
 
 def png_image(pixels: np.ndarray):
@@ -158,7 +156,7 @@ class LiveView:
 
         self.trainer = trainer
         self.redraw_every = redraw_every or trainer.config.sample_every
-        self.history_path = trainer.run_dir / "history.csv"
+        self.history_path = trainer.run.history_path
         self.handle = display(self._figure(), display_id=True)
         self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, unit="step",
                         desc=f"{trainer.config.arch} {trainer.config.image_size}px")
@@ -217,10 +215,10 @@ def machine_summary() -> str:
     """One line: the accelerator the Keras backend sees, or the CPU-only note."""
     import keras
 
-    import training
+    import engines
 
-    step_engine = training.engine()
-    found = step_engine.accelerators()
+    engine = engines.current()
+    found = engine.accelerators()
     if found:
-        return f"GPU: {step_engine.describe_devices()[0].split(', ')[0]} ({len(found)} visible, {keras.backend.backend()})"
+        return f"GPU: {engine.describe_devices()[0].split(', ')[0]} ({len(found)} visible, {keras.backend.backend()})"
     return f"CPU only ({os.cpu_count()} cores): using the small demo settings (64x64, a few minutes)"

@@ -160,26 +160,21 @@ def images_row(images, titles, figure: Figure | None = None) -> Figure:
     return figure
 
 
-def save_progress_gif(run_dir, out=None, max_width: int = 768, frame_ms: int = 300) -> Path:
-    """An animated GIF of the run's saved sample grids (samples/step_*.png), in step order.
+def save_gif(frame_paths, out, max_width: int = 768, frame_ms: int = 300) -> Path:
+    """An animated GIF of image files (a run's sample grids), in the given order.
 
     Frames keep 32 gray levels: noisy early grids defeat GIF's compression,
     and 32 levels halve the file with no visible loss at this size.
     """
     from PIL import Image
 
-    run_dir = Path(run_dir)
-    frames_paths = sorted((run_dir / "samples").glob("step_*.png"))
-    if not frames_paths:
-        raise FileNotFoundError(f"{run_dir / 'samples'} holds no step_*.png grids yet (train first)")
     frames = []
-    for path in frames_paths:
+    for path in frame_paths:
         with Image.open(path) as frame:
             frame = frame.convert("L").point(lambda value: value // 8 * 8)
             if frame.width > max_width:
                 frame = frame.resize((max_width, round(frame.height * max_width / frame.width)), Image.BILINEAR)
             frames.append(frame)
-    out = Path(out) if out else run_dir / "progress.gif"
     durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 5]  # linger on the last grid
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    return out
+    return Path(out)

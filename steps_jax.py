@@ -1,15 +1,15 @@
 """The training step on JAX (``KERAS_BACKEND=jax``): jax.vjp inside jax.jit.
 
-The same update as steps_tf.py (the same models, forward passes and losses
-from training.py), written the JAX way: the step is a pure function of the
-variables' values.  ``_JittedStep`` reads the values of the Keras variables
-it updates (G, D, their optimizers, RNG states; for StyleGAN the EMA
-generator too), runs the jitted function, and writes the new values back,
-so everything else (sampling, checkpoints, the notebook) sees ordinary Keras
-models.  A ``keras.StatelessScope`` maps each variable to its traced value
-while the models run, so layers that update state in the forward pass
+The same update as steps_tf.py (the same ``StepSpec`` forward passes and
+losses from objectives.py), written the JAX way: the step is a pure function
+of the variables' values.  ``_JittedStep`` reads the values of the Keras
+variables it updates (G, D, their optimizers, RNG states; the EMA generator
+when there is one), runs the jitted function, and writes the new values
+back, so everything else (sampling, checkpoints, the notebook) sees ordinary
+Keras models.  A ``keras.StatelessScope`` maps each variable to its traced
+value while the models run, so layers that update state in the forward pass
 (batch-norm statistics, dropout and noise RNGs, StyleGAN's running mean of
-w) are captured too.
+w) are captured too.  jax.jit always compiles with XLA.
 
 Data parallelism: with a ``keras.distribution.DataParallel`` set before the
 models are built, their variables are replicated on every device; the step
@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-import training
+import batches
+import objectives
 from config import ConfigError
 
-NAME = "jax"
+DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 def input_gradient(function, inputs):
@@ -47,12 +48,16 @@ class _JittedStep:
     ``groups`` is a list of variable lists; ``values`` has the same nesting.
     """
 
-    def __init__(self, groups: list, pure, distribution=None):
+    def __init__(self, groups: list, pure, batch_size: int, distribution=None):
         self.groups = groups
+        self.batch_size = batch_size
         self._jitted = jax.jit(pure)
         self._batch_sharding = _batch_sharding(distribution)
 
     def __call__(self, real_images, latent_vectors, *scalars):
+        if real_images.shape[0] != self.batch_size or latent_vectors.shape[0] != self.batch_size:
+            raise ValueError(f"the step was compiled for batches of {self.batch_size}, got "
+                             f"{real_images.shape[0]} images and {latent_vectors.shape[0]} latent vectors")
         values = [[variable.value for variable in group] for group in self.groups]
         real_images, latent_vectors = (self._shard(array) for array in (real_images, latent_vectors))
         new_values, metrics = self._jitted(values, real_images, latent_vectors,
@@ -75,90 +80,57 @@ def _batch_sharding(distribution):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
 
 
-def _differentiate(objectives, g_values, d_values):
+def _differentiate(objective_pair, g_values, d_values):
     """Gradients of G's loss w.r.t. G and of D's objective w.r.t. D: two pullbacks of one forward pass."""
-    (g_loss, d_objective), pullback, aux = jax.vjp(objectives, g_values, d_values, has_aux=True)
+    (g_loss, d_objective), pullback, aux = jax.vjp(objective_pair, g_values, d_values, has_aux=True)
     one, zero = jnp.ones_like(g_loss), jnp.zeros_like(g_loss)
     g_gradients = pullback((one, zero))[0]
     d_gradients = pullback((zero, one))[1]
     return g_gradients, d_gradients, aux
 
 
-def _state_groups(generator, discriminator, g_optimizer, d_optimizer, extra_state=()):
-    """[G trainable, D trainable, other state (BN statistics, RNGs), G optimizer, D optimizer]."""
-    others = list(generator.non_trainable_variables) + list(discriminator.non_trainable_variables) + list(extra_state)
-    return [list(generator.trainable_variables), list(discriminator.trainable_variables), others,
-            list(g_optimizer.variables), list(d_optimizer.variables)]
+def compile_step(spec: objectives.StepSpec, distribution=None):
+    """The spec's update as ``step(real_images, latent_vectors, *scalars) -> metrics`` under jax.jit."""
+    generator, discriminator = spec.generator, spec.discriminator
+    g_vars, d_vars = list(generator.trainable_variables), list(discriminator.trainable_variables)
+    generator_others = list(generator.non_trainable_variables)
+    other_vars = generator_others + list(discriminator.non_trainable_variables) + list(spec.extra_state)
+    g_opt_vars, d_opt_vars = list(spec.g_optimizer.variables), list(spec.d_optimizer.variables)
+    groups = [g_vars, d_vars, other_vars, g_opt_vars, d_opt_vars]
+    if spec.generator_ema is not None:
+        groups += [list(spec.generator_ema.trainable_variables), list(spec.generator_ema.non_trainable_variables)]
 
+    def step(values, real_images, latent_vectors, *scalars):
+        g_values, d_values, other_values, g_opt_values, d_opt_values = values[:5]
 
-def _make_update(groups, g_optimizer, d_optimizer, forward):
-    """The shared pure update: ``forward(*inputs)`` -> (g_loss, d_objective, metrics), run on ``values``."""
-    g_vars, d_vars, other_vars, g_opt_vars, d_opt_vars = groups
-
-    def update(values, *inputs):
-        g_values, d_values, other_values, g_opt_values, d_opt_values = values
-
-        def objectives(g_trainable, d_trainable):
+        def objective_pair(g_trainable, d_trainable):
             variables = g_vars + d_vars + other_vars + g_opt_vars + d_opt_vars
-            values = list(g_trainable) + list(d_trainable) + other_values + g_opt_values + d_opt_values
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
-                g_loss, d_objective, metrics = forward(*inputs)
+            current = list(g_trainable) + list(d_trainable) + other_values + g_opt_values + d_opt_values
+            with keras.StatelessScope(state_mapping=list(zip(variables, current))) as scope:
+                g_loss, d_objective, metrics = spec.forward(real_images, latent_vectors, *scalars)
                 # Loss scaling under mixed_float16 (a no-op otherwise); the optimizers unscale.
-                scaled = (g_optimizer.scale_loss(g_loss), d_optimizer.scale_loss(d_objective))
+                scaled = (spec.g_optimizer.scale_loss(g_loss), spec.d_optimizer.scale_loss(d_objective))
                 new_others = [scope.get_current_value(variable) for variable in other_vars]
             return scaled, (metrics, new_others)
 
-        g_gradients, d_gradients, (metrics, new_others) = _differentiate(objectives, g_values, d_values)
-        new_d, new_d_opt = d_optimizer.stateless_apply(d_opt_values, d_gradients, d_values)
-        new_g, new_g_opt = g_optimizer.stateless_apply(g_opt_values, g_gradients, g_values)
-        return [new_g, new_d, new_others, new_g_opt, new_d_opt], metrics
+        g_gradients, d_gradients, (metrics, new_others) = _differentiate(objective_pair, g_values, d_values)
+        # Train the discriminator, then the generator (the same order as steps_tf).
+        new_d, new_d_opt = spec.d_optimizer.stateless_apply(d_opt_values, d_gradients, d_values)
+        new_g, new_g_opt = spec.g_optimizer.stateless_apply(g_opt_values, g_gradients, g_values)
+        new_values = [new_g, new_d, new_others, new_g_opt, new_d_opt]
+        if spec.generator_ema is not None:
+            beta = spec.ema_beta(scalars)
+            new_ema = [objectives.moving_average(average, current, beta)
+                       for average, current in zip(values[5], new_g)]
+            new_values += [new_ema, new_others[:len(generator_others)]]  # running mean of w, fixed noise: copied
+        return new_values, metrics
 
-    return update
-
-
-def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
-                       jit_compile: bool = True, distribution=None):
-    """The DCGAN step ``step(real_images, latent_vectors) -> metrics`` under jax.jit (always XLA)."""
-    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
-    groups = _state_groups(generator, discriminator, g_optimizer, d_optimizer)
-
-    def forward(real_images, latent_vectors):
-        return training.gan_objectives(generator, discriminator, real_images, latent_vectors)
-
-    return _JittedStep(groups, _make_update(groups, g_optimizer, d_optimizer, forward), distribution)
-
-
-def compile_stylegan_steps(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
-                           batch_size: int, r1_weight: float, jit_compile: bool = True, distribution=None):
-    """The StyleGAN step without and with R1, each ``step(real, latents, augment_p, ema_beta)``, jitted."""
-    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
-    groups = _state_groups(generator, discriminator, g_optimizer, d_optimizer, extra_state=[seed_generator.state])
-    ema_groups = [list(generator_ema.trainable_variables), list(generator_ema.non_trainable_variables)]
-    generator_others = len(generator.non_trainable_variables)
-
-    def make(weight):
-        def forward(real_images, latent_vectors, augment_p, beta):
-            return training.stylegan_objectives(generator, discriminator, seed_generator, real_images,
-                                                latent_vectors, augment_p, weight, input_gradient)
-
-        update = _make_update(groups, g_optimizer, d_optimizer, forward)
-
-        def step(values, real_images, latent_vectors, augment_p, beta):
-            new_values, metrics = update(values[:5], real_images, latent_vectors, augment_p, beta)
-            ema_trainable = values[5]
-            new_g, new_others = new_values[0], new_values[2]
-            # ema = beta * ema + (1 - beta) * G; the running mean of w and fixed noise are copied.
-            new_ema = [current + (average - current) * beta for average, current in zip(ema_trainable, new_g)]
-            return new_values + [new_ema, new_others[:generator_others]], metrics
-
-        return _JittedStep(groups + ema_groups, step, distribution)
-
-    return make(0.0), make(r1_weight)
+    return _JittedStep(groups, step, spec.batch_size, distribution)
 
 
 def compile_gather():
-    """``training.gather_batch`` under jax.jit (the training set stays on the accelerator)."""
-    return jax.jit(training.gather_batch)
+    """``batches.gather_batch`` under jax.jit (the training set stays on the accelerator)."""
+    return jax.jit(batches.gather_batch)
 
 
 # ---------------------------------------------------------------- devices
@@ -196,8 +168,21 @@ def set_random_seed(seed: int) -> None:
 
 
 def enable_determinism() -> None:
-    """XLA's GPU kernels are deterministic with this flag (must be set before JAX starts its GPU)."""
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true").strip()
+    """XLA's GPU kernels are deterministic with DETERMINISM_FLAG, read once when JAX starts its backends.
+
+    train.py sets the flag before anything imports JAX (``engines.request_determinism``);
+    asked later, with the backends already started without it, this refuses rather than
+    silently training non-deterministically.
+    """
+    if DETERMINISM_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise ConfigError("deterministic", "JAX has already started its devices without deterministic kernels; "
+                                           f"set XLA_FLAGS={DETERMINISM_FLAG} before starting Python (train.py "
+                                           "--deterministic does this for you)")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + DETERMINISM_FLAG).strip()
 
 
 def make_distribution(devices: int):

@@ -1,17 +1,17 @@
 """The training step on TensorFlow: a GradientTape update in a tf.function.
 
 This is the default engine (``KERAS_BACKEND`` unset or ``tensorflow``); the
-notebook shows it.  ``train_step`` updates D, then G, from one batch;
-``stylegan_train_step`` adds augmentation, the R1 penalty and the EMA
-update.  The forward passes and losses are training.py's, shared with the
-JAX engine (steps_jax.py); only the gradient bookkeeping lives here.
+notebook shows it.  ``train_step`` updates D, then G, from one batch, with
+the forward pass and losses of the architecture's ``StepSpec`` (written once
+in objectives.py and shared with the JAX engine, steps_jax.py); only the
+gradient bookkeeping lives here.
 
-``compile_*`` wrap a step in a ``tf.function`` with a fixed input signature,
+``compile_step`` wraps it in a ``tf.function`` with a fixed input signature,
 so it is traced once (a changed shape would otherwise retrace silently), and
-with XLA when asked.  Given a ``tf.distribute.MirroredStrategy`` (see
-``make_distribution``) the step runs on every replica with its slice of the
-global batch; the optimizers sum the replicas' gradients, so each replica's
-loss is divided by the number of replicas.
+with XLA when the spec asks.  Given a ``tf.distribute.MirroredStrategy``
+(see ``make_distribution``) the step runs on every replica with its slice of
+the global batch; the optimizers sum the replicas' gradients, so each
+replica's loss is divided by the number of replicas.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-import modelscript
-import training
+import batches
+import objectives
 from config import ConfigError
-
-NAME = "tensorflow"
 
 
 def input_gradient(function, inputs):
@@ -49,56 +47,30 @@ def _apply(optimizer, tape, scaled_objective, variables) -> None:
     optimizer.apply_gradients(zip(tape.gradient(scaled_objective, variables), variables))
 
 
-def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors,
-               replicas: int = 1) -> dict:
+def train_step(spec: objectives.StepSpec, real_images, latent_vectors, *scalars, replicas: int = 1) -> dict:
     """One simultaneous update of D and G on a batch; returns scalar metrics."""
     with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-        g_loss, d_loss, metrics = training.gan_objectives(generator, discriminator, real_images, latent_vectors)
-        g_scaled, d_scaled = _scaled(g_optimizer, g_loss, replicas), _scaled(d_optimizer, d_loss, replicas)
+        g_loss, d_objective, metrics = spec.forward(real_images, latent_vectors, *scalars)
+        g_scaled = _scaled(spec.g_optimizer, g_loss, replicas)
+        d_scaled = _scaled(spec.d_optimizer, d_objective, replicas)
     # Train the discriminator: tell real from generated.
-    _apply(d_optimizer, d_tape, d_scaled, discriminator.trainable_variables)
+    _apply(spec.d_optimizer, d_tape, d_scaled, spec.discriminator.trainable_variables)
     # Train the generator: make the discriminator call its images real.
-    _apply(g_optimizer, g_tape, g_scaled, generator.trainable_variables)
-    return metrics
-
-
-def stylegan_train_step(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
-                        real_images, latent_vectors, augment_p, ema_beta, r1_weight: float = 0.0,
-                        replicas: int = 1) -> dict:
-    """One StyleGAN2 update of D and G (``training.stylegan_objectives``), then the EMA generator moves."""
-    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-        g_loss, d_objective, metrics = training.stylegan_objectives(
-            generator, discriminator, seed_generator, real_images, latent_vectors, augment_p, r1_weight,
-            input_gradient,
-        )
-        g_scaled, d_scaled = _scaled(g_optimizer, g_loss, replicas), _scaled(d_optimizer, d_objective, replicas)
-    # Train the discriminator: tell real from generated, with a smooth surface at the real images.
-    _apply(d_optimizer, d_tape, d_scaled, discriminator.trainable_variables)
-    # Train the generator: make the discriminator call its images real.
-    _apply(g_optimizer, g_tape, g_scaled, generator.trainable_variables)
-    if replicas == 1:
-        update_ema(generator_ema, generator, ema_beta)
+    _apply(spec.g_optimizer, g_tape, g_scaled, spec.generator.trainable_variables)
+    if spec.generator_ema is not None and replicas == 1:
+        update_ema(spec.generator_ema, spec.generator, spec.ema_beta(scalars))
     return metrics
 
 
 def update_ema(generator_ema, generator, beta) -> None:
-    """``ema = beta * ema + (1 - beta) * G``; the running mean of w and fixed noise are copied."""
+    """The averaged generator moves towards G; the running mean of w and fixed noise are copied."""
     for average, current in zip(generator_ema.trainable_variables, generator.trainable_variables):
-        average.assign(current + (average - current) * beta)
+        average.assign(objectives.moving_average(average, current, beta))
     for average, current in zip(generator_ema.non_trainable_variables, generator.non_trainable_variables):
         average.assign(current)
 
 
 # ------------------------------------------------------------ compilation
-
-
-def _signature(generator, batch_size: int, scalars: tuple) -> list:
-    latent_dim, image_size = modelscript.generator_io(generator)
-    return [
-        tf.TensorSpec((batch_size, image_size, image_size, 1), tf.float32, name="real_images"),
-        tf.TensorSpec((batch_size, latent_dim), tf.float32, name="latent_vectors"),
-        *(tf.TensorSpec((), tf.float32, name=name) for name in scalars),
-    ]
 
 
 def _replica_slice(tensor):
@@ -108,65 +80,39 @@ def _replica_slice(tensor):
     return tensor[context.replica_id_in_sync_group * share:][:share]
 
 
-def _compile(replica_step, signature, jit_compile: bool, distribution, after=None):
-    """``replica_step(real, latents, *scalars)`` as one tf.function (over all replicas when distributed)."""
+def compile_step(spec: objectives.StepSpec, distribution=None):
+    """``train_step`` as ``step(real_images, latent_vectors, *scalars) -> metrics``, traced once."""
+    signature = [
+        tf.TensorSpec((spec.batch_size, spec.image_size, spec.image_size, 1), tf.float32, name="real_images"),
+        tf.TensorSpec((spec.batch_size, spec.latent_dim), tf.float32, name="latent_vectors"),
+        *(tf.TensorSpec((), tf.float32, name=name) for name in spec.scalars),
+    ]
     if distribution is None:
-        return tf.function(replica_step, input_signature=signature, jit_compile=jit_compile)
-    if jit_compile:
+        return tf.function(lambda *inputs: train_step(spec, *inputs), input_signature=signature,
+                           jit_compile=spec.jit_compile)
+    if spec.jit_compile:
         raise ConfigError("jit_compile", "XLA is not available with several TensorFlow devices; drop --xla "
-                         "or use KERAS_BACKEND=jax, whose steps are always compiled by XLA")
+                                         "or use KERAS_BACKEND=jax, whose steps are always compiled by XLA")
+    replicas = replica_count(distribution)
 
     def sliced(real_images, latent_vectors, *scalars):
-        return replica_step(_replica_slice(real_images), _replica_slice(latent_vectors), *scalars)
+        return train_step(spec, _replica_slice(real_images), _replica_slice(latent_vectors), *scalars,
+                          replicas=replicas)
 
     def step(*inputs):
         per_replica = distribution.run(sliced, args=inputs)
         metrics = {key: distribution.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                    for key, value in per_replica.items()}
-        if after is not None:
-            after(*inputs)
+        if spec.generator_ema is not None:  # once, in cross-replica context, on the mirrored weights
+            update_ema(spec.generator_ema, spec.generator, spec.ema_beta(inputs[2:]))
         return metrics
 
     return tf.function(step, input_signature=signature)
 
 
-def compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size: int,
-                       jit_compile: bool = False, distribution=None):
-    """``train_step`` as ``step(real_images, latent_vectors)``: traced once, XLA if asked."""
-    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
-    replicas = replica_count(distribution)
-
-    def replica_step(real_images, latent_vectors):
-        return train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, latent_vectors,
-                          replicas)
-
-    return _compile(replica_step, _signature(generator, batch_size, ()), jit_compile, distribution)
-
-
-def compile_stylegan_steps(generator, generator_ema, discriminator, g_optimizer, d_optimizer, seed_generator,
-                           batch_size: int, r1_weight: float, jit_compile: bool = False, distribution=None):
-    """``stylegan_train_step`` without and with R1, each ``step(real, latents, augment_p, ema_beta)``."""
-    training.build_optimizers(generator, discriminator, g_optimizer, d_optimizer)
-    replicas = replica_count(distribution)
-    signature = _signature(generator, batch_size, ("augment_p", "ema_beta"))
-
-    def after(real_images, latent_vectors, augment_p, beta):  # several replicas: EMA once, on mirrored weights
-        update_ema(generator_ema, generator, beta)
-
-    def make(weight):
-        def replica_step(real_images, latent_vectors, augment_p, beta):
-            return stylegan_train_step(generator, generator_ema, discriminator, g_optimizer, d_optimizer,
-                                       seed_generator, real_images, latent_vectors, augment_p, beta, weight,
-                                       replicas)
-
-        return _compile(replica_step, signature, jit_compile, distribution, after)
-
-    return make(0.0), make(r1_weight)
-
-
 def compile_gather():
-    """``training.gather_batch`` as a tf.function (the training set stays on the GPU)."""
-    return tf.function(training.gather_batch)
+    """``batches.gather_batch`` as a tf.function (the training set stays on the GPU)."""
+    return tf.function(batches.gather_batch)
 
 
 # ---------------------------------------------------------------- devices
@@ -206,7 +152,7 @@ def make_distribution(devices: int):
     count = len(available) if devices == -1 else devices
     if count > len(available):
         raise ConfigError("devices", f"{count} asked for, but TensorFlow sees {len(available)}: "
-                         f"{[device.name for device in available]}")
+                                     f"{[device.name for device in available]}")
     if count <= 1:
         return None
     return tf.distribute.MirroredStrategy([device.name for device in available[:count]])

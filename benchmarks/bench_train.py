@@ -12,8 +12,8 @@ same machine:
 * ``plain``: the textbook step, written here and owing nothing to this
   project: a ``tf.function`` around two GradientTapes (TensorFlow only;
   DCGANs only, since StyleGAN's step has more to it).  The yardstick.
-* ``engine``: the project's compiled step (``training.compile_train_step``):
-  a tf.function on TensorFlow, jax.jit on JAX.
+* ``engine``: the project's compiled step (the architecture's
+  ``train_step``, architectures.py): a tf.function on TensorFlow, jax.jit on JAX.
 * ``engine-xla``: the same with XLA ``jit_compile`` (TensorFlow only; JAX
   always compiles with XLA).
 * ``trainer``: ``Trainer.train_one_step`` as a run calls it: drawing the
@@ -54,9 +54,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras
 import numpy as np
 
+import architectures
+import engines
 import modelscript
 import training
-from config import TrainConfig
+from config import ARCHITECTURES, PRECISIONS, TrainConfig
 
 MODES = ("plain", "engine", "engine-xla", "trainer")
 TENSORFLOW_ONLY = ("plain", "engine-xla")
@@ -76,7 +78,7 @@ def device_peak(device_name: str) -> float | None:
 def bench_config(arch: str, size: int, batch_size: int, precision: str, jit: bool = False) -> TrainConfig:
     return TrainConfig(demo=True, steps=10**9, arch=arch, image_size=size, batch_size=batch_size,
                        precision=precision, jit_compile=jit, log_every=10, sample_every=10**9,
-                       checkpoint_every=10**9, ssim_every=0).validate()
+                       checkpoint_every=10**9, ssim_every=0).validate().resolved()
 
 
 def plain_tape_step(generator, discriminator, g_optimizer, d_optimizer):
@@ -106,45 +108,35 @@ def plain_tape_step(generator, discriminator, g_optimizer, d_optimizer):
 def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str = "float32"):
     """``step(index) -> metrics`` for one configuration, and its (generator, discriminator).
 
-    StyleGAN runs its R1 variant on every ``r1_every``-th step as the trainer
-    does, with augmentation on (p = 0.2) and the EMA update included.
+    The engine modes run the architecture's own step (architectures.py) on
+    one fixed batch; StyleGAN runs its R1 variant on every ``r1_every``-th
+    step as the trainer does, with augmentation on (p starts at 0.2) and the
+    EMA update included.
     """
     config = bench_config(arch, size, batch_size, precision, jit=mode == "engine-xla")
     rng = np.random.default_rng(0)
     if mode == "trainer":
         images = rng.uniform(-1, 1, (batch_size * 8, size, size, 1)).astype(np.float32)
-        trainer = training.Trainer(config, Path(tempfile.mkdtemp(prefix="bench-")) / "run", images=images,
-                                   progress=False)
+        trainer = training.Trainer.new(config, Path(tempfile.mkdtemp(prefix="bench-")) / "run", images=images,
+                                       progress=False)
 
         def trainer_step(index):
             trainer.train_one_step()
             return trainer._pending[-1] if trainer._pending else {"g_loss": 0.0}
 
         return trainer_step, trainer.generator, trainer.discriminator
-    generator, discriminator = training.build_models(config)
-    g_optimizer, d_optimizer = training.make_optimizers(config)
-    latent_dim = modelscript.generator_io(generator)[0]
-    step_engine = training.engine()
-    real = step_engine.to_device(rng.uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32))
-    latents = step_engine.to_device(rng.standard_normal((batch_size, latent_dim)).astype(np.float32))
+    engine = engines.current()
+    real = engine.to_device(rng.uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32))
+    latents = engine.to_device(rng.standard_normal((batch_size, config.latent_dim)).astype(np.float32))
     if mode == "plain":
-        compiled = plain_tape_step(generator, discriminator, g_optimizer, d_optimizer)
+        generator, discriminator = architectures.build_networks(config)
+        compiled = plain_tape_step(generator, discriminator, *architectures.make_optimizers(config))
         return (lambda index: compiled(real, latents)), generator, discriminator
-    jit = mode == "engine-xla"
-    if arch != "stylegan":
-        compiled = training.compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size, jit)
-        return (lambda index: compiled(real, latents)), generator, discriminator
-    generator_ema = training.build_models(config)[0]
-    generator_ema.set_weights(generator.get_weights())
-    plain, with_r1 = training.compile_stylegan_steps(
-        generator, generator_ema, discriminator, g_optimizer, d_optimizer, keras.random.SeedGenerator(0), batch_size,
-        config.resolved_r1_gamma / 2 * config.r1_every, jit)
-
-    def step(index):
-        compiled = with_r1 if index % config.r1_every == 0 else plain
-        return compiled(real, latents, np.float32(0.2), np.float32(0.999))
-
-    return step, generator, discriminator
+    model = architectures.for_config(config)
+    model.build(engine)
+    if model.augment.enabled:
+        model.augment.probability = 0.2
+    return (lambda index: model.train_step(index, real, latents)), model.generator, model.discriminator
 
 
 def time_modes(arch: str, size: int, batch_size: int, modes: list, precision: str, steps: int, repeats: int,
@@ -181,7 +173,7 @@ def time_modes(arch: str, size: int, batch_size: int, modes: list, precision: st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", nargs="+", default=["dcgan"], choices=modelscript.ARCHITECTURES)
+    parser.add_argument("--archs", nargs="+", default=["dcgan"], choices=ARCHITECTURES)
     parser.add_argument("--sizes", nargs="+", type=int, default=[64])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
@@ -189,11 +181,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--modes", nargs="+", default=["plain", "engine", "engine-xla", "trainer"], choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["float32"],
-                        choices=("float32", "mixed_float16", "mixed_bfloat16"))
+                        choices=PRECISIONS)
     args = parser.parse_args()
 
     backend = keras.backend.backend()
-    environment = training.describe_environment()
+    environment = engines.describe_environment()
     peak = device_peak(environment["device"])
     versions = ", ".join(f"{name} {environment[name]}" for name in ("tensorflow", "jax") if name in environment)
     print(f"device: {environment['device']}; Keras {keras.__version__} on {backend} ({versions}); "

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ARCHS = ("dcgan", "dcgan-classic", "stylegan")
+from config import ARCHITECTURES as ARCHS  # noqa: E402
 
 
 def train(arch: str, run: Path, args) -> None:

@@ -65,6 +65,7 @@ def main() -> None:
         run_command([sys.executable, "train.py", "--demo", "--out", str(run)], "python train.py --demo")
 
     import plots
+    from run_folder import RunFolder
 
     tag = settings_tag(run)
     resources = ROOT / "Resources"
@@ -74,7 +75,7 @@ def main() -> None:
     for source_name, what in (("real_samples.png", "real"), ("samples.png", "samples"), ("losses.png", "losses")):
         written.append(resources / f"{name}-{what}_{tag}.png")
         shutil.copyfile(run / source_name, written[-1])
-    written.append(plots.save_progress_gif(run, resources / f"{name}-progress_{tag}.gif"))
+    written.append(plots.save_gif(RunFolder(run).sample_grids(), resources / f"{name}-progress_{tag}.gif"))
 
     report = run / "evaluation.json"
     run_command([sys.executable, "evaluate.py", "--run", str(run), "--out", str(report)], "evaluate.py")

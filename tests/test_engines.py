@@ -16,6 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import architectures
+import batches
+import engines
+import keras
 import training
 from config import ConfigError, TrainConfig
 
@@ -45,7 +49,7 @@ TRAIN_SNIPPET = """
 
     def train(run, **settings):
         config = TrainConfig(demo=True, steps=4, **{QUICK}, **settings)
-        trainer = training.Trainer(config, run, images=images, progress=False)
+        trainer = training.Trainer.new(config, run, images=images, progress=False)
         before = [np.array(v) for v in trainer.generator.trainable_variables]
         trainer.fit(progress=False)
         after = [np.array(v) for v in trainer.generator.trainable_variables]
@@ -61,12 +65,12 @@ def test_jax_engine_trains_without_tensorflow_and_its_checkpoint_resumes_on_tens
                       "tensorflow_imported": "tensorflow" in sys.modules,
                       "environment": json.load(open("run/environment.json"))}))
     """, tmp_path, KERAS_BACKEND="jax")
-    assert report["backend"] == "jax" and report["changed"] and report["rows"] == 2
+    assert report["backend"] == "jax" and report["changed"] and report["rows"] == 2  # steps 2 and 4
     assert not report["tensorflow_imported"], "the JAX path must not need TensorFlow"
     assert report["environment"]["backend"] == "jax" and "jax" in report["environment"]
 
     # The same run folder goes on under TensorFlow (this process): checkpoints are backend-neutral.
-    trainer = training.Trainer(None, tmp_path / "run", resume=True, overrides={"steps": 6}, progress=False)
+    trainer = training.Trainer.resume(tmp_path / "run", progress=False, steps=6)
     assert trainer.step == 4
     trainer.fit(progress=False)
     assert trainer.step == 6 and np.isfinite(trainer.sample()).all()
@@ -97,57 +101,60 @@ def test_tensorflow_mirrored_strategy_on_two_logical_cpus(tmp_path):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     """ + TRAIN_SNIPPET + """
     trainer, changed = train("run", devices=2)
-    values = [float(x) for row in open("run/history.csv").read().splitlines()[1:] for x in row.split(",")[2:6]]
+    rows = open("run/history.csv").read().splitlines()[1:]
+    values = [float(x) for row in rows for x in row.split(",")[2:6]]
     import config as config_module
     try:
         train("xla", devices=2, jit_compile=True)
         xla_error = ""
     except config_module.ConfigError as error:
         xla_error = str(error)
-    print(json.dumps({"replicas": trainer.replicas, "changed": changed, "finite": bool(np.isfinite(values).all()),
+    print(json.dumps({"replicas": trainer.replicas, "changed": changed, "rows": len(rows), "values": len(values),
+                      "finite": bool(np.isfinite(values).all()),
                       "strategy": type(trainer.distribution).__name__, "xla_error": xla_error}))
     """, tmp_path)
     assert report["replicas"] == 2 and report["strategy"] == "MirroredStrategy"
+    assert report["rows"] == 2 and report["values"] == 8  # steps 2 and 4: losses and accuracies
     assert report["changed"] and report["finite"]
     assert report["xla_error"].startswith("jit_compile:")
 
 
 def test_mixed_bfloat16_trains_with_float32_weights_and_outputs(tmp_path, tiny_images):
     config = TrainConfig(demo=True, steps=2, precision="mixed_bfloat16", **QUICK).validate()
-    trainer = training.Trainer(config, tmp_path / "run", images=tiny_images, progress=False)
+    trainer = training.Trainer.new(config, tmp_path / "run", images=tiny_images, progress=False)
     trainer.fit(progress=False)
     assert trainer.generator.dtype_policy.compute_dtype == "bfloat16"
     assert all(variable.dtype == "float32" for variable in trainer.generator.trainable_variables)
     samples = trainer.sample()
     assert samples.dtype == np.float32 and np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
     # Later models in this process are unaffected by the run's policy.
-    assert training.keras.mixed_precision.dtype_policy().name == "float32"
+    assert keras.mixed_precision.dtype_policy().name == "float32"
 
 
 def test_resume_may_switch_to_bfloat16_but_not_to_float16(tmp_path, tiny_images):
     config = TrainConfig(demo=True, steps=2, **QUICK).validate()
-    training.Trainer(config, tmp_path / "run", images=tiny_images, progress=False).fit(progress=False)
+    training.Trainer.new(config, tmp_path / "run", images=tiny_images, progress=False).fit(progress=False)
     with pytest.raises(ConfigError, match="^precision: .*cannot switch to or from mixed_float16"):
-        training.Trainer(None, tmp_path / "run", images=tiny_images, resume=True,
-                         overrides={"precision": "mixed_float16", "steps": 3}, progress=False)
-    resumed = training.Trainer(None, tmp_path / "run", images=tiny_images, resume=True,
-                               overrides={"precision": "mixed_bfloat16", "steps": 3}, progress=False)
+        training.Trainer.resume(tmp_path / "run", images=tiny_images, progress=False, precision="mixed_float16",
+                                steps=3)
+    resumed = training.Trainer.resume(tmp_path / "run", images=tiny_images, progress=False,
+                                      precision="mixed_bfloat16", steps=3)
     assert resumed.step == 2 and resumed.config.precision == "mixed_bfloat16"
 
 
 def test_mixed_float16_scales_the_loss():
-    config = TrainConfig(demo=True, steps=1, precision="mixed_float16").validate()
-    g_optimizer, d_optimizer = training.make_optimizers(config)
-    assert isinstance(g_optimizer, training.keras.optimizers.LossScaleOptimizer)
-    assert isinstance(d_optimizer, training.keras.optimizers.LossScaleOptimizer)
-    plain = training.make_optimizers(TrainConfig(demo=True, steps=1).validate())[0]
-    assert not isinstance(plain, training.keras.optimizers.LossScaleOptimizer)
+    config = TrainConfig(demo=True, steps=1, precision="mixed_float16").validate().resolved()
+    g_optimizer, d_optimizer = architectures.make_optimizers(config)
+    assert isinstance(g_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(d_optimizer, keras.optimizers.LossScaleOptimizer)
+    plain = architectures.make_optimizers(TrainConfig(demo=True, steps=1).validate().resolved())[0]
+    assert not isinstance(plain, keras.optimizers.LossScaleOptimizer)
 
 
 def test_gather_on_the_device_matches_the_host_batch(tiny_images):
-    sampler = training.BatchSampler(tiny_images.copy(), batch_size=8, latent_dim=4, seed=3, flip=True)
-    gather = training.engine().compile_gather()
-    device_images = training.engine().to_device(tiny_images)
+    sampler = batches.BatchSampler(tiny_images.copy(), batch_size=8, latent_dim=4, seed=3, flip=True)
+    gather = engines.current().compile_gather()
+    device_images = engines.current().to_device(tiny_images)
     for step in (0, 1, 9):
         indices, flips = sampler.batch_plan(step)
         assert flips.any() and not flips.all()
@@ -165,7 +172,7 @@ def test_bad_speed_settings_name_their_field(field, value):
 def test_more_devices_than_exist_names_the_field(tmp_path, tiny_images):
     config = TrainConfig(demo=True, steps=1, devices=64, **QUICK).validate()
     with pytest.raises(ConfigError, match="^devices: 64 asked for"):
-        training.Trainer(config, tmp_path / "run", images=tiny_images, progress=False)
+        training.Trainer.new(config, tmp_path / "run", images=tiny_images, progress=False)
     assert not (tmp_path / "run").exists()
 
 
@@ -179,3 +186,30 @@ def test_cli_rejects_bad_device_count(capsys):
         with pytest.raises(SystemExit):
             parser.parse_args(["--demo", "--devices", bad])
         assert "--devices" in capsys.readouterr().err
+
+
+def test_deterministic_under_jax_sets_the_xla_flag_before_the_devices_start_or_refuses(tmp_path):
+    report = run_python("""
+    import json, os
+    import jax
+    import steps_jax
+    from config import ConfigError
+    steps_jax.enable_determinism()  # before any device is asked for: the flag is set
+    flag_set = steps_jax.DETERMINISM_FLAG in os.environ.get("XLA_FLAGS", "")
+    print(json.dumps({"flag_set": flag_set}))
+    """, tmp_path, KERAS_BACKEND="jax", XLA_FLAGS="")
+    assert report["flag_set"]
+    report = run_python("""
+    import json
+    import jax
+    import steps_jax
+    from config import ConfigError
+    jax.devices()  # the backends start without the flag
+    try:
+        steps_jax.enable_determinism()
+        error = ""
+    except ConfigError as exc:
+        error = str(exc)
+    print(json.dumps({"error": error}))
+    """, tmp_path, KERAS_BACKEND="jax", XLA_FLAGS="")
+    assert report["error"].startswith("deterministic: JAX has already started its devices")

@@ -10,6 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import config as config_module
 import notebook_ui
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,47 +24,64 @@ def parameters_cell():
     return tagged[0].source
 
 
-def test_every_widget_setting_is_a_variable_of_the_parameters_cell():
-    namespace = {"os": __import__("os"), "GPU": False}
+def parameters_namespace(gpu: bool = False) -> dict:
+    namespace = {"os": __import__("os"), "GPU": gpu}
     exec(parameters_cell(), namespace)
-    missing = [name for name in notebook_ui.FIELDS if name not in namespace]
-    assert not missing, f"widgets without a parameter variable: {missing}"
+    return namespace
+
+
+def test_the_parameters_cell_defines_exactly_the_declared_notebook_settings():
+    namespace = parameters_namespace()
+    defined = {name for name in namespace if name.isupper() and name != "GPU"}
+    assert defined == set(notebook_ui.notebook_variables())
     assert namespace["IMAGE_SIZE"] == 64 and namespace["STEPS"] and namespace["EPOCHS"] is None  # CPU defaults
-    gpu = {"os": __import__("os"), "GPU": True}
-    exec(parameters_cell(), gpu)
+    gpu = parameters_namespace(gpu=True)
     assert gpu["IMAGE_SIZE"] == 256 and gpu["EPOCHS"] and gpu["STEPS"] is None
+
+
+def test_every_notebook_setting_reaches_the_config_field_that_declares_it():
+    namespace = parameters_namespace()
+    for name, item in config_module.notebook_settings().items():
+        if item.name in ("data_dir", "epochs", "splits"):
+            continue  # DATA_DIR also decides demo; EPOCHS wins over STEPS; SPLITS is a list (checked below)
+        changed = dict(notebook_ui.parameters(namespace))
+        changed[name] = {"arch": "stylegan", "image_size": 32, "latent_dim": 7, "batch_size": 5, "steps": 9,
+                         "g_learning_rate": 0.01, "d_learning_rate": 0.02, "beta_1": 0.3, "flip": False,
+                         "demo_root": "elsewhere", "demo_subjects": 4, "seed": 11, "precision": "mixed_bfloat16",
+                         "devices": 2}[item.name]
+        assert getattr(notebook_ui.make_config(changed), item.name) == changed[name], name
+    assert notebook_ui.make_config(notebook_ui.parameters(namespace)).splits == tuple(namespace["SPLITS"])
 
 
 def test_settings_form_returns_the_parameters_untouched():
     pytest.importorskip("ipywidgets")
-    namespace = {"os": __import__("os"), "GPU": False}
-    exec(parameters_cell(), namespace)
-    values = notebook_ui.SettingsForm(namespace).values()
-    assert values == {name: namespace[name] for name in notebook_ui.FIELDS}
-    config = notebook_ui.make_config(values, seed=0, splits=namespace["SPLITS"], demo_root="data/demo", demo_subjects=48)
+    namespace = parameters_namespace()
+    form = notebook_ui.SettingsForm(namespace)
+    values = form.values()
+    assert values == {name: namespace[name] for name in values}
+    assert {"ARCH", "IMAGE_SIZE", "BATCH_SIZE", "RUN_DIR", "RESUME"} <= set(values)
+    config = notebook_ui.make_config({**notebook_ui.parameters(namespace), **values})
     assert config.demo and config.image_size == 64 and config.steps == namespace["STEPS"]
     assert "test" not in config.splits  # the notebook keeps the test split unseen
 
 
 def test_epochs_wins_over_steps():
-    values = dict(DATA_DIR="somewhere", ARCH="dcgan", IMAGE_SIZE=32, EPOCHS=2, STEPS=100, BATCH_SIZE=8,
-                  G_LEARNING_RATE=None, D_LEARNING_RATE=1e-3, BETA_1=None, LATENT_DIM=None, FLIP=True, RUN_DIR=None,
-                  RESUME=False)
-    config = notebook_ui.make_config(values, seed=0, splits=["train"], demo_root="unused", demo_subjects=3)
+    values = dict(notebook_ui.parameters(parameters_namespace()), DATA_DIR="somewhere", IMAGE_SIZE=32, EPOCHS=2,
+                  STEPS=100, BATCH_SIZE=8, D_LEARNING_RATE=1e-3)
+    config = notebook_ui.make_config(values)
     assert config.epochs == 2 and config.steps is None and not config.demo
     assert (config.g_learning_rate, config.d_learning_rate, config.beta_1) == (2e-4, 1e-3, 0.5)  # None: dcgan's own
 
 
 def test_optional_numbers_in_the_form_are_parsed_and_bad_text_is_named():
     pytest.importorskip("ipywidgets")
-    namespace = {"os": __import__("os"), "GPU": False}
-    exec(parameters_cell(), namespace)
+    namespace = parameters_namespace()
     form = notebook_ui.SettingsForm(namespace)
     form._widgets["ARCH"].value = "stylegan"
     form._widgets["BETA_1"].value = "0"
     values = form.values()
     assert values["BETA_1"] == 0.0 and values["G_LEARNING_RATE"] is None
-    config = notebook_ui.make_config(values, seed=0, splits=["train"], demo_root="unused", demo_subjects=3)
+    config = notebook_ui.make_config({**notebook_ui.parameters(namespace), **values})
     assert config.arch == "stylegan" and config.g_learning_rate == 2e-3 and config.beta_1 == 0.0
     form._widgets["G_LEARNING_RATE"].value = "fast"
     with pytest.raises(ValueError, match="G_LEARNING_RATE"):

@@ -7,8 +7,9 @@ import tensorflow as tf
 
 import augment
 import checkpoints
-import generate
 import modelscript
+import objectives
+import sampling
 import training
 from config import ConfigError, TrainConfig
 
@@ -41,10 +42,11 @@ def style_config(**changes) -> TrainConfig:
 def trained_run(tmp_path_factory, tiny_images):
     """8 StyleGAN steps on brain-like images, checkpointed at 4 and 8 (the module's tests share it)."""
     run_dir = tmp_path_factory.mktemp("stylegan") / "run"
-    trainer = training.Trainer(style_config(), run_dir, images=tiny_images, progress=False)
+    trainer = training.Trainer.new(style_config(), run_dir, images=tiny_images, progress=False)
     initial = weights_of(trainer.generator), weights_of(trainer.discriminator)
+    trainer.start()
     rows = [row for row in (trainer.train_one_step() for _ in range(8)) if row]
-    trainer.finish()
+    trainer.stop("done")
     return trainer, run_dir, initial, rows
 
 
@@ -76,14 +78,14 @@ def test_inference_is_deterministic_and_training_noise_is_fresh(generator):
 
 def test_truncation_psi_zero_gives_the_mean_image(generator):
     generator.w_avg.assign(np.random.default_rng(1).standard_normal(LATENT).astype(np.float32) * 0.3)
-    images = training.generate_images(generator, latents(4), truncation_psi=0.0)
+    images = sampling.generate_images(generator, latents(4), truncation_psi=0.0)
     np.testing.assert_allclose(images, np.repeat(images[:1], 4, axis=0), atol=1e-6)
     mean_image = np.array(generator.synthesize(generator.broadcast(generator.w_avg[None])))
     np.testing.assert_allclose(images[0], mean_image[0], atol=1e-5)
-    untruncated = training.generate_images(generator, latents(4))
+    untruncated = sampling.generate_images(generator, latents(4))
     assert np.abs(untruncated - untruncated[:1]).max() > 1e-3
     with pytest.raises(ValueError, match="truncation"):
-        training.generate_images(modelscript.build_generator("dcgan", 32), latents(2, dim=256), truncation_psi=0.5)
+        sampling.generate_images(modelscript.build_generator("dcgan", 32), latents(2, dim=256), truncation_psi=0.5)
 
 
 def test_style_mixing_takes_coarse_styles_from_one_latent_and_fine_from_the_other(generator):
@@ -125,8 +127,8 @@ def test_ada_controller_moves_p_towards_the_target_and_round_trips():
 
 
 def test_ema_half_life():
-    assert training.ema_beta(32, 10**9, 10.0) ** (10_000 / 32) == pytest.approx(0.5)
-    assert training.ema_beta(32, 64, 10.0) == pytest.approx(0.5 ** (32 / (64 * training.EMA_RAMPUP)))
+    assert objectives.ema_beta(32, 10**9, 10.0) ** (10_000 / 32) == pytest.approx(0.5)
+    assert objectives.ema_beta(32, 64, 10.0) == pytest.approx(0.5 ** (32 / (64 * objectives.EMA_RAMPUP)))
 
 
 def test_training_changes_weights_logs_r1_and_p_and_keeps_an_ema(trained_run):
@@ -134,39 +136,38 @@ def test_training_changes_weights_logs_r1_and_p_and_keeps_an_ema(trained_run):
     assert any(not np.allclose(a, b) for a, b in zip(g_initial, weights_of(trainer.generator)))
     assert any(not np.allclose(a, b) for a, b in zip(d_initial, weights_of(trainer.discriminator)))
     assert float(np.abs(np.array(trainer.generator.w_avg)).sum()) > 0  # the running mean of w moved
-    ema, raw = weights_of(trainer.generator_ema), weights_of(trainer.generator)
+    ema, raw = weights_of(trainer.sampling_generator), weights_of(trainer.generator)
     assert any(not np.allclose(a, b) for a, b in zip(ema, raw))  # the EMA lags the raw generator
     assert any(not np.allclose(a, b) for a, b in zip(ema, g_initial))  # ...but has moved
     assert all(np.isfinite(row["g_loss"]) and np.isfinite(row["d_loss"]) for row in rows)
     assert all(0.0 <= row["augment_p"] <= 1.0 for row in rows)
     assert any(row["augment_p"] > 0 for row in rows)  # D is sure of the real images early on
     assert any("r1_penalty" in row and row["r1_penalty"] >= 0 for row in rows)
-    assert trainer._plain_step.experimental_get_tracing_count() == 1
-    assert trainer._r1_step.experimental_get_tracing_count() == 1
-    np.testing.assert_allclose(trainer.sample(), training.generate_images(trainer.generator_ema,
+    assert trainer.architecture.plain_step.experimental_get_tracing_count() == 1
+    assert trainer.architecture.r1_step.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(trainer.sample(), sampling.generate_images(trainer.sampling_generator,
                                                                           trainer.fixed_latents))
     assert (run_dir / "checkpoints" / "ckpt-00000008" / "generator_ema.weights.h5").is_file()
 
 
 def test_resume_restores_augmentation_strength_ema_and_step(trained_run, tiny_images):
     trainer, run_dir, _, _ = trained_run
-    resumed = training.Trainer(None, run_dir, images=tiny_images, resume=True, overrides={"steps": 10},
-                               progress=False)
+    resumed = training.Trainer.resume(run_dir, images=tiny_images, progress=False, steps=10)
     assert resumed.step == 8
-    assert resumed.augment.probability == trainer.augment.probability > 0
-    assert resumed.augment.state() == pytest.approx(trainer.augment.state(), nan_ok=True)
-    for restored, saved in zip(weights_of(resumed.generator_ema), weights_of(trainer.generator_ema)):
+    assert resumed.architecture.augment.probability == trainer.architecture.augment.probability > 0
+    assert resumed.architecture.augment.state() == pytest.approx(trainer.architecture.augment.state(), nan_ok=True)
+    for restored, saved in zip(weights_of(resumed.sampling_generator), weights_of(trainer.sampling_generator)):
         np.testing.assert_array_equal(restored, saved)
-    np.testing.assert_array_equal(np.array(resumed.augment_seed.state), np.array(trainer.augment_seed.state))
+    np.testing.assert_array_equal(np.array(resumed.architecture.augment_seed.state), np.array(trainer.architecture.augment_seed.state))
     resumed.train_one_step()
     assert resumed.step == 9
 
 
 def test_generate_samples_from_the_ema_generator(trained_run):
     trainer, run_dir, _, _ = trained_run
-    loaded, config, state = generate.load_generator(run_dir, run_dir / "checkpoints" / "ckpt-00000008")
+    loaded, config, state = sampling.load_generator(run_dir, run_dir / "checkpoints" / "ckpt-00000008")
     assert config.arch == "stylegan" and state["step"] == 8
-    for restored, saved in zip(weights_of(loaded), weights_of(trainer.generator_ema)):
+    for restored, saved in zip(weights_of(loaded), weights_of(trainer.sampling_generator)):
         np.testing.assert_array_equal(restored, saved)
 
 
@@ -179,16 +180,19 @@ def test_checkpoint_without_the_ema_is_refused(trained_run, tmp_path, tiny_image
     for checkpoint in (broken / "checkpoints").iterdir():
         (checkpoint / "generator_ema.weights.h5").unlink()
     with pytest.raises(checkpoints.CheckpointError, match="generator_ema"):
-        training.Trainer(None, broken, images=tiny_images, resume=True, progress=False)
+        training.Trainer.resume(broken, images=tiny_images, progress=False)
 
 
 def test_stylegan_settings_are_checked_and_defaulted():
-    config = style_config().validate()
+    config = style_config().validate().resolved()
     assert (config.g_learning_rate, config.d_learning_rate, config.beta_1, config.beta_2) == (2e-3, 2e-3, 0.0, 0.99)
-    assert config.resolved_r1_gamma == pytest.approx(0.0002 * 32**2 / 8)
-    dcgan = TrainConfig(data_dir="x", steps=1).validate()
+    assert config.r1_gamma == pytest.approx(0.0002 * 32**2 / 8) and config.ema_kimg == pytest.approx(8 * 10 / 32)
+    dcgan = TrainConfig(data_dir="x", steps=1).validate().resolved()
     assert (dcgan.g_learning_rate, dcgan.d_learning_rate, dcgan.beta_1) == (2e-4, 1e-4, 0.5)
-    assert TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3).validate().g_learning_rate == 1e-3
+    assert dcgan.r1_gamma is None  # a StyleGAN setting: the DCGANs leave it unset
+    chosen = TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3)
+    assert chosen.validate().resolved().g_learning_rate == 1e-3
+    assert chosen.validate() == TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3)  # unchanged
     for changes, field in (({"augment": "diff"}, "augment"), ({"r1_gamma": -1.0}, "r1_gamma"),
                            ({"style_mixing": 1.5}, "style_mixing"), ({"ema_kimg": 0}, "ema_kimg"),
                            ({"r1_every": 0}, "r1_every"), ({"ada_kimg": None}, "ada_kimg")):

@@ -6,10 +6,16 @@ import shutil
 import numpy as np
 import pytest
 
+import architectures
+import batches
 import checkpoints
+import engines
 import modelscript
+import objectives
+import sampling
 import training
 from config import ConfigError, TrainConfig
+from run_folder import HISTORY_FILE, RunFolder
 
 
 def small_config(**changes) -> TrainConfig:
@@ -20,15 +26,14 @@ def small_config(**changes) -> TrainConfig:
 
 
 def read_rows(run_dir):
-    with open(run_dir / training.HISTORY_FILE, newline="") as handle:
+    with open(run_dir / HISTORY_FILE, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def test_train_step_changes_weights_and_gives_finite_losses(tiny_images):
-    generator = modelscript.build_generator("dcgan", 32)
-    discriminator = modelscript.build_discriminator("dcgan", 32)
-    g_optimizer, d_optimizer = training.make_optimizers(small_config())
-    step = training.compile_train_step(generator, discriminator, g_optimizer, d_optimizer, batch_size=8)
+    dcgan = architectures.for_config(small_config().validate().resolved())
+    dcgan.build(engines.current())
+    generator, discriminator, step = dcgan.generator, dcgan.discriminator, dcgan.step_fn
     g_before = [v.numpy() for v in generator.trainable_variables]
     d_before = [v.numpy() for v in discriminator.trainable_variables]
     latents = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
@@ -45,15 +50,15 @@ def test_train_step_changes_weights_and_gives_finite_losses(tiny_images):
 def test_losses_follow_the_label_convention():
     confident_real = np.full((4, 1), 10.0, np.float32)
     confident_fake = np.full((4, 1), -10.0, np.float32)
-    assert float(training.discriminator_loss(confident_real, confident_fake)) < 1e-3
-    assert float(training.discriminator_loss(confident_fake, confident_real)) > 10
-    assert float(training.generator_loss(confident_real)) < 1e-3  # G wins when D calls fakes real
+    assert float(objectives.discriminator_loss(confident_real, confident_fake)) < 1e-3
+    assert float(objectives.discriminator_loss(confident_fake, confident_real)) > 10
+    assert float(objectives.generator_loss(confident_real)) < 1e-3  # G wins when D calls fakes real
 
 
 def test_batch_sampler_is_a_pure_function_of_the_step(tiny_images):
-    sampler = training.BatchSampler(tiny_images[:20], batch_size=8, latent_dim=16, seed=1, flip=True)
+    sampler = batches.BatchSampler(tiny_images[:20], batch_size=8, latent_dim=16, seed=1, flip=True)
     assert sampler.steps_per_epoch == 2  # 20 // 8, the remainder is dropped
-    fresh = training.BatchSampler(tiny_images[:20], batch_size=8, latent_dim=16, seed=1, flip=True)
+    fresh = batches.BatchSampler(tiny_images[:20], batch_size=8, latent_dim=16, seed=1, flip=True)
     for step in (5, 0, 3):
         np.testing.assert_array_equal(sampler.real_batch(step), fresh.real_batch(step))
         np.testing.assert_array_equal(sampler.latent_batch(step), fresh.latent_batch(step))
@@ -64,17 +69,17 @@ def test_batch_sampler_is_a_pure_function_of_the_step(tiny_images):
 def test_flip_augmentation_mirrors_left_right():
     images = np.zeros((8, 4, 4, 1), np.float32)
     images[:, :, 0] = 1.0  # a bright left column
-    sampler = training.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=True)
+    sampler = batches.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=True)
     batch = sampler.real_batch(0)
     flipped = batch[:, :, -1, 0].all(axis=1)
     assert 0 < flipped.sum() < 8  # some mirrored, some not
     assert np.all(batch[flipped][:, :, 0] == 0)
-    unflipped = training.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=False).real_batch(0)
+    unflipped = batches.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=False).real_batch(0)
     assert np.all(unflipped[:, :, 0] == 1)
 
 
 def test_run_folder_history_samples_and_checkpoints(tmp_path, tiny_images):
-    trainer = training.Trainer(small_config(keep_checkpoints=1), tmp_path / "run", images=tiny_images)
+    trainer = training.Trainer.new(small_config(keep_checkpoints=1), tmp_path / "run", images=tiny_images)
     assert trainer.fit(progress=False) == "done"
     run = tmp_path / "run"
     rows = read_rows(run)
@@ -85,12 +90,12 @@ def test_run_folder_history_samples_and_checkpoints(tmp_path, tiny_images):
     for name in ("config.json", "environment.json", "samples.png", "losses.png", "real_samples.png",
                  "fixed_latents.npy"):
         assert (run / name).is_file(), name
-    assert TrainConfig.load(run).to_dict() == trainer.config.to_dict()
+    assert RunFolder(run).read_config().to_dict() == trainer.config.to_dict()
 
 
 def test_best_match_ssim_is_tracked_in_history(tmp_path, tiny_images):
     """ssim_every=3 with a row every 2 steps: measured on the first row at or past 3, 6, and at the end."""
-    trainer = training.Trainer(small_config(steps=8, ssim_every=3, ssim_references=16), tmp_path / "run",
+    trainer = training.Trainer.new(small_config(steps=8, ssim_every=3, ssim_references=16), tmp_path / "run",
                                images=tiny_images)
     trainer.fit(progress=False)
     measured = {int(row["step"]): row["nn_ssim"] for row in read_rows(tmp_path / "run")}
@@ -101,17 +106,17 @@ def test_best_match_ssim_is_tracked_in_history(tmp_path, tiny_images):
     expected = np.median(metrics.pairwise_ssim(trainer.sample(), trainer.ssim_references).max(axis=1))
     assert float(measured[8]) == pytest.approx(expected, abs=1e-5)
     assert trainer.ssim_references.shape == (16, 32, 32, 1)
-    history = training.plots.read_history(tmp_path / "run" / "history.csv")
+    history = RunFolder(tmp_path / "run").read_history()
     assert np.isnan(history["nn_ssim"][0]) and -1 <= history["nn_ssim"][-1] <= 1
 
 
 def test_ssim_tracking_can_be_turned_off(tmp_path, tiny_images):
-    training.Trainer(small_config(steps=4, ssim_every=0), tmp_path / "run", images=tiny_images).fit(progress=False)
+    training.Trainer.new(small_config(steps=4, ssim_every=0), tmp_path / "run", images=tiny_images).fit(progress=False)
     assert all(row["nn_ssim"] == "" for row in read_rows(tmp_path / "run"))
 
 
 def test_xla_compiled_step_trains(tmp_path, tiny_images):
-    trainer = training.Trainer(small_config(steps=2, log_every=1, jit_compile=True), tmp_path / "run", images=tiny_images)
+    trainer = training.Trainer.new(small_config(steps=2, log_every=1, jit_compile=True), tmp_path / "run", images=tiny_images)
     trainer.fit(progress=False)
     rows = read_rows(tmp_path / "run")
     assert [int(row["step"]) for row in rows] == [1, 2]
@@ -119,14 +124,14 @@ def test_xla_compiled_step_trains(tmp_path, tiny_images):
 
 
 def test_resume_restores_step_optimizer_and_matches_an_uninterrupted_run(tmp_path, tiny_images):
-    straight = training.Trainer(small_config(), tmp_path / "straight", images=tiny_images)
+    straight = training.Trainer.new(small_config(), tmp_path / "straight", images=tiny_images)
     straight.fit(progress=False)
 
-    first = training.Trainer(small_config(steps=4), tmp_path / "split", images=tiny_images)
+    first = training.Trainer.new(small_config(steps=4), tmp_path / "split", images=tiny_images)
     first.fit(progress=False)
-    resumed = training.Trainer(None, tmp_path / "split", images=tiny_images, resume=True, overrides={"steps": 8})
+    resumed = training.Trainer.resume(tmp_path / "split", images=tiny_images, steps=8)
     assert resumed.step == 4
-    assert int(resumed.g_optimizer.iterations) == 4 and int(resumed.d_optimizer.iterations) == 4
+    assert int(resumed.architecture.g_optimizer.iterations) == 4 and int(resumed.architecture.d_optimizer.iterations) == 4
     resumed.fit(progress=False)
     assert resumed.step == 8
     assert [int(row["step"]) for row in read_rows(tmp_path / "split")] == [2, 4, 6, 8]
@@ -136,24 +141,24 @@ def test_resume_restores_step_optimizer_and_matches_an_uninterrupted_run(tmp_pat
 
 def test_resume_drops_history_rows_after_the_checkpoint(tmp_path, tiny_images):
     run = tmp_path / "run"
-    training.Trainer(small_config(), run, images=tiny_images).fit(progress=False)
+    training.Trainer.new(small_config(), run, images=tiny_images).fit(progress=False)
     shutil.rmtree(run / "checkpoints" / "ckpt-00000008")  # as if killed between step 4's and 8's saves
-    resumed = training.Trainer(None, run, images=tiny_images, resume=True)
+    resumed = training.Trainer.resume(run, images=tiny_images)
     assert resumed.step == 4
     assert [int(row["step"]) for row in read_rows(run)] == [2, 4]
 
 
 def test_partial_history_line_from_a_kill_is_dropped_on_resume(tmp_path, tiny_images):
     run = tmp_path / "run"
-    training.Trainer(small_config(steps=4), run, images=tiny_images).fit(progress=False)
-    with open(run / training.HISTORY_FILE, "a") as handle:
+    training.Trainer.new(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    with open(run / HISTORY_FILE, "a") as handle:
         handle.write("1")  # killed while writing the next row
-    training.Trainer(None, run, images=tiny_images, resume=True, overrides={"steps": 6}).fit(progress=False)
+    training.Trainer.resume(run, images=tiny_images, steps=6).fit(progress=False)
     assert [int(row["step"]) for row in read_rows(run)] == [2, 4, 6]
 
 
 def test_same_seed_same_weights(tmp_path, tiny_images):
-    runs = [training.Trainer(small_config(steps=3, deterministic=True), tmp_path / f"r{i}", images=tiny_images)
+    runs = [training.Trainer.new(small_config(steps=3, deterministic=True), tmp_path / f"r{i}", images=tiny_images)
             for i in range(2)]
     for trainer in runs:
         trainer.fit(progress=False)
@@ -163,19 +168,19 @@ def test_same_seed_same_weights(tmp_path, tiny_images):
 
 def test_unfinished_checkpoint_is_ignored(tmp_path, tiny_images):
     run = tmp_path / "run"
-    training.Trainer(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    training.Trainer.new(small_config(steps=4), run, images=tiny_images).fit(progress=False)
     partial = run / "checkpoints" / ".ckpt-00000006.partial-99999"  # a save killed half-way
     partial.mkdir()
     (partial / "generator.weights.h5").write_bytes(b"truncated")
     fake_complete_name = run / "checkpoints" / "ckpt-00000007"  # renamed but no state.json: not complete
     fake_complete_name.mkdir()
     assert checkpoints.latest_checkpoint(run).name == "ckpt-00000004"
-    assert training.Trainer(None, run, images=tiny_images, resume=True).step == 4
+    assert training.Trainer.resume(run, images=tiny_images).step == 4
 
 
 def test_checkpoint_from_another_architecture_is_refused(tmp_path, tiny_images):
     run = tmp_path / "run"
-    training.Trainer(small_config(steps=2, checkpoint_every=2), run, images=tiny_images).fit(progress=False)
+    training.Trainer.new(small_config(steps=2, checkpoint_every=2), run, images=tiny_images).fit(progress=False)
     classic = modelscript.build_generator("dcgan-classic", 32)
     latest = checkpoints.latest_checkpoint(run)
     with pytest.raises(checkpoints.CheckpointError, match="ckpt-00000002.*generator.weights.h5"):
@@ -186,24 +191,24 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path, tiny_images):
     with pytest.raises(checkpoints.CheckpointError):
         checkpoints.restore_checkpoint(latest, wider)
     with pytest.raises(ConfigError, match="arch"):
-        training.Trainer(None, run, images=tiny_images, resume=True, overrides={"arch": "dcgan-classic"})
+        training.Trainer.resume(run, images=tiny_images, arch="dcgan-classic")
 
 
 def test_existing_run_is_not_overwritten(tmp_path, tiny_images):
     run = tmp_path / "run"
-    training.Trainer(small_config(steps=2), run, images=tiny_images).fit(progress=False)
+    training.Trainer.new(small_config(steps=2), run, images=tiny_images).fit(progress=False)
     before = (run / "history.csv").read_text()
     with pytest.raises(FileExistsError, match="already holds a run"):
-        training.Trainer(small_config(), run, images=tiny_images)
+        training.Trainer.new(small_config(), run, images=tiny_images)
     assert (run / "history.csv").read_text() == before
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_images):
     run = tmp_path / "run"
-    training.Trainer(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    training.Trainer.new(small_config(steps=4), run, images=tiny_images).fit(progress=False)
     poisoned = tiny_images.copy()
     poisoned[:] = np.nan
-    trainer = training.Trainer(None, run, images=poisoned, resume=True, overrides={"steps": 8})
+    trainer = training.Trainer.resume(run, images=poisoned, steps=8)
     with pytest.raises(training.TrainingDiverged, match="ckpt-00000004"):
         trainer.fit(progress=False)
     assert [step for step, _ in checkpoints.list_checkpoints(run)] == [4]
@@ -213,8 +218,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_imag
 
 
 def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, tiny_images, monkeypatch):
-    trainer = training.Trainer(small_config(steps=8, checkpoint_every=100), tmp_path / "run", images=tiny_images)
-    real_step = trainer._step_fn
+    trainer = training.Trainer.new(small_config(steps=8, checkpoint_every=100), tmp_path / "run", images=tiny_images)
+    real_step = trainer.architecture.step_fn
     calls = []
 
     def interrupting_step(*args):
@@ -223,7 +228,7 @@ def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, tiny_images, monkeypatc
             raise KeyboardInterrupt
         return real_step(*args)
 
-    trainer._step_fn = interrupting_step
+    trainer.architecture.step_fn = interrupting_step
     assert trainer.fit(progress=False) == "interrupted"
     assert checkpoints.latest_checkpoint(tmp_path / "run").name == "ckpt-00000003"
 
@@ -252,12 +257,12 @@ def test_config_errors_name_the_field(changes, field):
 
 def test_batch_larger_than_data_is_explained(tmp_path, tiny_images):
     with pytest.raises(ConfigError, match="batch_size"):
-        training.Trainer(small_config(batch_size=128), tmp_path / "run", images=tiny_images)
+        training.Trainer.new(small_config(batch_size=128), tmp_path / "run", images=tiny_images)
 
 
 def test_generate_images_inference_mode_is_repeatable():
     generator = modelscript.build_generator("dcgan", 32)
-    latents = training.latent_grid(seed=0, count=5, latent_dim=256)
-    first = training.generate_images(generator, latents, batch_size=2)
+    latents = batches.latent_grid(seed=0, count=5, latent_dim=256)
+    first = sampling.generate_images(generator, latents, batch_size=2)
     assert first.shape == (5, 32, 32, 1)
-    np.testing.assert_allclose(first, training.generate_images(generator, latents, batch_size=5), atol=1e-5)
+    np.testing.assert_allclose(first, sampling.generate_images(generator, latents, batch_size=5), atol=1e-5)

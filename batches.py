@@ -1,0 +1,73 @@
+"""Which real images, flips and latent vectors each training step uses.
+
+Tensor conventions: images ``(N, S, S, 1)`` float32 in [-1, 1]; latent
+vectors ``(B, latent_dim)`` standard normal float32.
+
+A step's batch is a pure function of (seed, step): every epoch is a fresh
+permutation of the images, the last partial batch is dropped so every batch
+has the same shape, and flips and latents are drawn from generators seeded
+by (seed, step).  Resuming at step ``k`` therefore continues exactly where an
+uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class BatchSampler:
+    """Batches as a pure function of (seed, step): shuffled epochs, flips, latents."""
+
+    def __init__(self, images: np.ndarray, batch_size: int, latent_dim: int, seed: int, flip: bool):
+        self.images = images
+        self.batch_size = batch_size
+        self.latent_dim = latent_dim
+        self.seed = seed
+        self.flip = flip
+        self.steps_per_epoch = len(images) // batch_size
+        self._epoch_order: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            order = np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.images))
+            self._epoch_order = (epoch, order)
+        return self._epoch_order[1]
+
+    def batch_plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into the images, which of them to flip left-right) for step ``step``."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        indices = np.sort(self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size])
+        if self.flip:
+            flips = np.random.default_rng([self.seed, 2, step]).random(self.batch_size) < 0.5
+        else:
+            flips = np.zeros(self.batch_size, dtype=bool)
+        return indices, flips
+
+    def real_batch(self, step: int) -> np.ndarray:
+        """The real images of step ``step``, gathered and flipped on the host."""
+        indices, flips = self.batch_plan(step)
+        batch = self.images[indices]
+        batch[flips] = batch[flips, :, ::-1]
+        return batch
+
+    def latent_batch(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 3, step])
+        return rng.standard_normal((self.batch_size, self.latent_dim)).astype(np.float32)
+
+
+def gather_batch(images, indices, flips):
+    """``images[indices]``, flipped left-right where ``flips``: ``real_batch`` on the device (keras.ops)."""
+    import keras
+
+    batch = keras.ops.take(images, indices, axis=0)
+    return keras.ops.where(keras.ops.reshape(flips, (-1, 1, 1, 1)), keras.ops.flip(batch, axis=2), batch)
+
+
+def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
+    """Fixed latent vectors (a run's sample grid, the notebook's searches and walks)."""
+    return np.random.default_rng([seed, 99]).standard_normal((count, latent_dim)).astype(np.float32)
+
+
+def sample_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
+    """The latent vectors that generate.py and evaluate.py draw for ``--seed``."""
+    return np.random.default_rng([seed, 5]).standard_normal((n, latent_dim)).astype(np.float32)

@@ -1,0 +1,138 @@
+"""What a GAN step computes, written once in keras.ops for every backend and engine.
+
+Tensor conventions: images ``(B, S, S, 1)`` float32 in [-1, 1]; latent
+vectors ``(B, latent_dim)`` standard normal; discriminator logits ``(B, 1)``
+with real = 1 and fake = 0.  Losses are computed in float32 whatever the
+models' (mixed) precision.
+
+* ``gan_objectives``: the DCGANs' forward pass and BCE losses.
+* ``stylegan_objectives``: StyleGAN2's, with adaptive augmentation of what
+  D sees (augment.py) and the R1 penalty.
+* ``ema_beta`` and ``moving_average``: the generator's exponential moving
+  average, which draws StyleGAN's samples.
+
+Each objective returns ``(g_loss, d_objective, metrics)``; the engines
+(steps_tf.py, steps_jax.py) differentiate them.  This module imports no
+engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+import augment
+
+EMA_RAMPUP = 0.05  # early on, the EMA half-life is at most 5 % of the images seen (StyleGAN2-ADA)
+
+
+def as_float32(tensor):
+    return keras.ops.cast(tensor, "float32")
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """BCE from logits: real images should score 1, generated images 0."""
+    real_loss = keras.ops.binary_crossentropy(keras.ops.ones_like(real_logits), real_logits, from_logits=True)
+    fake_loss = keras.ops.binary_crossentropy(keras.ops.zeros_like(fake_logits), fake_logits, from_logits=True)
+    return keras.ops.mean(real_loss) + keras.ops.mean(fake_loss)
+
+
+def generator_loss(fake_logits):
+    """Non-saturating BCE: the generator wants its images scored as real (1)."""
+    return keras.ops.mean(
+        keras.ops.binary_crossentropy(keras.ops.ones_like(fake_logits), fake_logits, from_logits=True)
+    )
+
+
+def verdict_metrics(real_logits, fake_logits) -> dict:
+    """D's accuracy on real and on generated images."""
+    return {
+        "d_acc_real": keras.ops.mean(keras.ops.cast(real_logits > 0, "float32")),
+        "d_acc_fake": keras.ops.mean(keras.ops.cast(fake_logits < 0, "float32")),
+    }
+
+
+def gan_objectives(generator, discriminator, real_images, latent_vectors):
+    """Forward pass of a DCGAN step -> (g_loss, d_loss, metrics)."""
+    generated_images = generator(latent_vectors, training=True)
+    real_logits = as_float32(discriminator(real_images, training=True))
+    fake_logits = as_float32(discriminator(generated_images, training=True))
+    g_loss = generator_loss(fake_logits)
+    d_loss = discriminator_loss(real_logits, fake_logits)
+    return g_loss, d_loss, {"g_loss": g_loss, "d_loss": d_loss, **verdict_metrics(real_logits, fake_logits)}
+
+
+def stylegan_objectives(generator, discriminator, seed_generator, real_images, latent_vectors, augment_p,
+                        r1_weight: float, input_gradient):
+    """Forward pass of a StyleGAN2 step -> (g_loss, d_objective, metrics).
+
+    D sees real and generated images through the same random augmentation
+    (probability ``augment_p``, see augment.py).  With ``r1_weight`` > 0 the
+    discriminator's objective gains ``r1_weight`` x the R1 penalty, the
+    squared gradient norm of D at the real images (lazy regularisation: the
+    caller runs this variant every ``r1_every`` steps with the weight scaled
+    up to match).  ``input_gradient(fn, x)`` is the engine's
+    ``(fn(x), d sum(fn(x)) / dx)``, differentiable again.
+    """
+    generated_images = as_float32(generator(latent_vectors, training=True))  # augmentation runs in float32
+    fake_logits = as_float32(discriminator(augment.augment(generated_images, augment_p, seed_generator),
+                                           training=True))
+
+    def judge_real(images):
+        return as_float32(discriminator(augment.augment(images, augment_p, seed_generator), training=True))
+
+    g_loss = generator_loss(fake_logits)
+    if r1_weight:
+        real_logits, r1_gradients = input_gradient(judge_real, real_images)
+        r1_penalty = keras.ops.mean(keras.ops.sum(keras.ops.square(as_float32(r1_gradients)), axis=(1, 2, 3)))
+    else:
+        real_logits = judge_real(real_images)
+    d_loss = discriminator_loss(real_logits, fake_logits)
+    metrics = {"g_loss": g_loss, "d_loss": d_loss, **verdict_metrics(real_logits, fake_logits),
+               "real_sign": keras.ops.mean(keras.ops.sign(real_logits))}  # ADA's overfitting signal r_t
+    if r1_weight:
+        metrics["r1_penalty"] = r1_penalty
+        return g_loss, d_loss + r1_weight * r1_penalty, metrics
+    return g_loss, d_loss, metrics
+
+
+def ema_beta(batch_size: int, images_seen: int, half_life_kimg: float) -> float:
+    """Per-step EMA decay for a half-life in images, ramped up over the first images (StyleGAN2-ADA)."""
+    half_life = min(half_life_kimg * 1000.0, images_seen * EMA_RAMPUP)
+    return 0.5 ** (batch_size / max(half_life, 1e-8))
+
+
+def moving_average(average, current, beta):
+    """One EMA update of a weight: ``beta * average + (1 - beta) * current``."""
+    return current + (average - current) * beta
+
+
+@dataclasses.dataclass
+class StepSpec:
+    """One architecture's training step, as the engines (steps_tf.py, steps_jax.py) compile it.
+
+    ``forward(real_images, latent_vectors, *scalars)`` returns
+    ``(g_loss, d_objective, metrics)``; the engine differentiates G's loss
+    with respect to G and D's objective with respect to D, applies both
+    optimizers (D first, then G), and, when ``generator_ema`` is set, moves
+    it towards G by the scalar named "ema_beta".  Each scalar is a float32
+    given anew at every call (augmentation probability, EMA decay), so the
+    step is compiled once.
+    """
+
+    generator: object
+    discriminator: object
+    g_optimizer: object
+    d_optimizer: object
+    forward: object
+    batch_size: int
+    latent_dim: int
+    image_size: int
+    scalars: tuple = ()  # names of the float32 scalars after (real_images, latent_vectors)
+    extra_state: tuple = ()  # variables the forward pass updates besides the models' own (augmentation RNG)
+    generator_ema: object = None
+    jit_compile: bool = False  # TensorFlow: compile with XLA (the JAX engine always does)
+
+    def ema_beta(self, scalars):
+        return scalars[self.scalars.index("ema_beta")]

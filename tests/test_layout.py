@@ -1,0 +1,137 @@
+"""How the code hangs together: no import cycles, one declaration per setting, a fast --help,
+and a checkpoint layout that stays readable by older and newer versions."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_imports() -> dict[str, set[str]]:
+    """Module -> the project modules it imports anywhere in its source (function-level imports too)."""
+    modules = {path.stem: path for path in ROOT.glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+        graph[name] = {module for module in found if module in modules and module != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    state = {}  # module -> "open" while on the path, "done" after
+
+    def visit(module, path):
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                return path[path.index(imported):] + [imported] if imported in path else [module, imported, module]
+            if imported not in state:
+                cycle = visit(imported, path + [imported])
+                if cycle:
+                    return cycle
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            cycle = visit(module, [module])
+            if cycle:
+                return cycle
+    return None
+
+
+def test_cycle_finder_finds_a_cycle_through_several_modules():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = project_imports()
+    assert {"training", "steps_tf", "steps_jax", "objectives", "data_utils", "demo_cohort"} <= set(graph)
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_the_engines_depend_on_the_objectives_and_never_the_reverse():
+    graph = project_imports()
+    for engine in ("steps_tf", "steps_jax"):
+        assert "objectives" in graph[engine] and "training" not in graph[engine]
+    assert not graph["objectives"] & {"steps_tf", "steps_jax", "engines", "training", "architectures"}
+    assert not graph["config"], "config.py must stay free of the project's heavier modules"
+
+
+def test_train_help_and_flag_errors_import_neither_tensorflow_nor_keras(tmp_path):
+    code = ("import sys, runpy; sys.argv = ['train.py'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+            "except SystemExit as exit:\n"
+            "    heavy = sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules)\n"
+            "    print('HEAVY', heavy, 'CODE', exit.code)\n")
+    for args in (["--help"], ["--demo", "--batch-size", "0"], ["--demo", "--arch", "vae"], ["--steps", "3"]):
+        result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                                env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+        assert "HEAVY [] CODE" in result.stdout, (args, result.stdout[-500:], result.stderr[-500:])
+
+
+def test_every_flag_is_declared_once_on_the_config(tmp_path):
+    import argparse
+
+    import config
+    import train
+
+    parser = train.build_parser()
+    flags = {option for action in parser._actions for option in action.option_strings}
+    declared = {item.metadata["flag"] for item in config.declarations() if item.metadata["flag"]}
+    assert declared <= flags
+    assert flags - declared == {"-h", "--help", "--out", "--resume", "--quiet"}  # the run's own, not settings
+    for item in config.declarations():
+        assert item.metadata["help"], f"{item.name} has no help text"
+    args = parser.parse_args(["--demo", "--g-lr", "0.001", "--no-flip", "--splits", "train", "--devices", "all"])
+    assert config.explicit_settings(args) == {"demo": True, "data_dir": None, "g_learning_rate": 0.001,
+                                               "flip": False, "splits": ["train"], "devices": -1}
+    assert isinstance(parser, argparse.ArgumentParser)
+
+
+def test_validate_changes_nothing_and_resolved_fills_the_architecture_defaults():
+    from config import TrainConfig
+
+    config = TrainConfig(demo=True, steps=2, arch="stylegan")
+    before = config.to_dict()
+    assert config.validate() is config and config.to_dict() == before
+    resolved = config.resolved()
+    assert config.to_dict() == before and resolved is not config
+    assert (resolved.latent_dim, resolved.g_learning_rate, resolved.r1_gamma) == (512, 2e-3, 0.0002 * 64**2 / 32)
+    assert resolved.resolved() == resolved
+
+
+def test_checkpoint_layout_is_pinned(tmp_path, tiny_images):
+    """The files and keys of a checkpoint: run folders written by other versions must keep resuming."""
+    import training
+    from config import TrainConfig
+
+    config = TrainConfig(data_dir="unused", image_size=32, batch_size=8, steps=2, checkpoint_every=2,
+                         sample_grid=4, ssim_every=0)
+    training.Trainer.new(config, tmp_path / "run", images=tiny_images, progress=False).fit(progress=False)
+    folder = tmp_path / "run" / "checkpoints" / "ckpt-00000002"
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "discriminator.weights.h5", "generator.weights.h5", "state.json", "training_state.npz"]
+    state = json.loads((folder / "state.json").read_text())
+    assert set(state) == {"arch", "image_size", "latent_dim", "backend", "elapsed_s", "augment_p", "augment_signs",
+                          "augment_rt", "step", "epoch", "saved_at", "g_optimizer_variables",
+                          "d_optimizer_variables"}
+    with np.load(folder / "training_state.npz") as stored:
+        prefixes = {key.split("/")[0] for key in stored.files}
+    assert prefixes == {"g_optimizer", "d_optimizer", "d_seed"}  # dcgan's D has dropout: its RNG state
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [
+        "checkpoints", "config.json", "environment.json", "fixed_latents.npy", "history.csv", "losses.png",
+        "real_samples.png", "samples", "samples.png"]
