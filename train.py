@@ -83,8 +83,7 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
     return Trainer.new(run_config, run_dir, progress=not args.quiet)
 
 
-def _stop_like_ctrl_c(signum, frame) -> None:
-    raise KeyboardInterrupt
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report them
 
 
 def main(argv=None) -> int:
@@ -93,6 +92,9 @@ def main(argv=None) -> int:
     settings = config.explicit_settings(args)
     try:
         trainer = start_or_resume(args, settings)
+    except KeyboardInterrupt:
+        print("\ninterrupted while starting: nothing was trained", file=sys.stderr)
+        return EXIT_CODES[signal.SIGINT]
     except argparse.ArgumentError as error:
         parser.error(error.message)
     except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, RuntimeError) as error:
@@ -104,14 +106,12 @@ def main(argv=None) -> int:
         print("note: KERAS_BACKEND=jax on a CPU: XLA's CPU convolutions are far slower than TensorFlow's "
               "(about 20x slower for dcgan at 64x64, see docs/speed.md); unset KERAS_BACKEND on CPU-only machines",
               file=sys.stderr)
-    # SIGTERM (cluster time limits, `kill`) stops like Ctrl-C: checkpoint first.
-    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     print(f"run folder: {trainer.run_dir}  ({trainer.total_steps} steps, {trainer.steps_per_epoch} per epoch, "
           f"{len(trainer.images)} images, starting at step {trainer.step})")
     from run_folder import FINAL_SAMPLES, LOSS_PLOT
     from training import TrainingDiverged
 
-    try:
+    try:  # Ctrl-C and SIGTERM (cluster time limits, `kill`) stop after the current step, checkpoint first
         status = trainer.fit(progress=not args.quiet)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     if status == "interrupted":
         print(f"interrupted at step {trainer.step}; checkpoint saved. Continue with: "
               f"python train.py --out {shlex.quote(str(trainer.run_dir))} --resume", file=sys.stderr)
-        return 130
+        return EXIT_CODES.get(trainer.stop_signal, EXIT_CODES[signal.SIGINT])
     print(f"done: {trainer.step} steps. Samples: {trainer.run_dir / FINAL_SAMPLES}  "
           f"losses: {trainer.run_dir / LOSS_PLOT}")
     return 0

@@ -25,7 +25,11 @@ stop when losses or weights stop being finite.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -132,6 +136,7 @@ class Trainer:
         self._elapsed_before = 0.0  # training seconds of earlier sessions (and of the run before a resume)
         self._session_start: float | None = None
         self._log_start = 0.0
+        self.stop_signal: int | None = None  # the signal (SIGINT, SIGTERM) that asked fit() to stop
 
     # --- the two ways in
 
@@ -204,6 +209,7 @@ class Trainer:
 
     def start(self) -> None:
         """Begin a training session: the clock runs from here until ``stop``."""
+        self.stop_signal = None
         self._session_start = self._log_start = time.perf_counter()
 
     def train_one_step(self) -> dict | None:
@@ -243,31 +249,66 @@ class Trainer:
         self.run.save_final_figures(self.sample())
         return status
 
+    @contextlib.contextmanager
+    def stop_on_signals(self):
+        """While inside: SIGINT (Ctrl-C) and SIGTERM only set ``stop_signal``; the loop stops between steps.
+
+        So a step is never cut in half (a checkpoint's step always equals the
+        optimizers' iteration count), SIGINT works even where the shell
+        started the run with SIGINT ignored (``cmd &`` in a script), and a
+        second signal while the checkpoint is written waits for it.  Outside
+        the main thread signals cannot be caught, and nothing changes.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            if self.stop_signal is None:
+                self.stop_signal = signum
+                print(f"\n{signal.Signals(signum).name}: stopping after this step; a checkpoint will be saved",
+                      file=sys.stderr, flush=True)
+            else:
+                print(f"\n{signal.Signals(signum).name} again: still saving the checkpoint; the run stops as "
+                      "soon as it is written", file=sys.stderr, flush=True)
+
+        previous = {number: signal.signal(number, request_stop) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
     def fit(self, progress: bool = True, callback=None) -> str:
         """Train until ``total_steps``; returns "done" or "interrupted".
 
-        Ctrl-C (KeyboardInterrupt) saves a checkpoint of the current step and
-        returns "interrupted"; ``callback(trainer, row)`` is called on every
-        logged row (the notebook uses it to redraw its figures).
+        Ctrl-C or SIGTERM stops the run after the current step, saves a
+        checkpoint of it and returns "interrupted" (``stop_signal`` says
+        which signal); ``callback(trainer, row)`` is called on every logged
+        row.
         """
         from tqdm.auto import tqdm
 
+        with self.stop_on_signals():
+            return self._fit(progress, callback, tqdm)
+
+    def _fit(self, progress: bool, callback, tqdm) -> str:
         self.start()
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not progress,
                    desc=f"{self.config.arch} {self.config.image_size}px")
         try:
-            while not self.done:
+            while not self.done and self.stop_signal is None:
                 row = self.train_one_step()
                 bar.update(1)
                 if row is not None:
                     bar.set_postfix(g=f"{row['g_loss']:.3f}", d=f"{row['d_loss']:.3f}", epoch=row["epoch"])
                     if callback is not None:
                         callback(self, row)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # raised by a callback, or outside the main thread
             bar.close()
             return self.stop("interrupted")
         bar.close()
-        return self.stop("done")
+        return self.stop("done" if self.done else "interrupted")
 
     # --- bookkeeping
 

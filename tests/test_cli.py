@@ -129,3 +129,64 @@ def test_resume_with_another_arch_or_onto_an_existing_run_is_refused(tmp_path, d
     result = run_script("train.py", "--out", run, "--resume", "--arch", "stylegan", cwd=tmp_path, check=False)
     assert result.returncode == 2 and "--arch" in result.stderr and "stylegan" in result.stderr
     assert (run / "history.csv").read_text() == before
+
+
+def start_training(tmp_path, run, *args, ignore_sigint=False):
+    """train.py as a background process; ``ignore_sigint`` starts it as a script's ``cmd &`` would."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+
+    def ignore():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args), "--out", str(run)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ignore if ignore_sigint else None)
+
+
+def wait_for_checkpoint(run, process, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-*")):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+
+
+def latest_state(run):
+    latest = max((run / "checkpoints").glob("ckpt-*"))
+    with np.load(latest / "training_state.npz") as stored:
+        iterations = int(stored["g_optimizer/0000"]), int(stored["d_optimizer/0000"])
+    return json.loads((latest / "state.json").read_text()), iterations
+
+
+def test_sigint_to_a_background_run_stops_between_steps_and_resumes_exactly(tmp_path, demo_dir):
+    run = tmp_path / "run"
+    process = start_training(tmp_path, run, "--data", demo_dir, "--steps", 2000, *QUICK, ignore_sigint=True)
+    wait_for_checkpoint(run, process)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "SIGINT: stopping after this step" in stderr and "Continue with" in stderr
+    state, iterations = latest_state(run)
+    stopped = state["step"]
+    assert 0 < stopped < 2000 and iterations == (stopped, stopped)  # no step applied without being counted
+    assert (run / "samples.png").is_file() and (run / "losses.png").is_file()
+
+    # The interrupted run, resumed, computes what an uninterrupted run of the same length computes.
+    run_script("train.py", "--out", run, "--resume", "--steps", stopped + 4, "--quiet", cwd=tmp_path)
+    run_script("train.py", "--data", demo_dir, "--steps", stopped + 4, "--out", tmp_path / "straight", *QUICK,
+               cwd=tmp_path)
+    for name in ("run", "straight"):
+        run_script("generate.py", "--run", tmp_path / name, "--n", 4, "--out", tmp_path / f"{name}.png",
+                   "--npy", tmp_path / f"{name}.npy", cwd=tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "run.npy"), np.load(tmp_path / "straight.npy"), atol=1e-4)
+
+
+def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, demo_dir):
+    run = tmp_path / "run"
+    process = start_training(tmp_path, run, "--data", demo_dir, "--steps", 2000, *QUICK)
+    wait_for_checkpoint(run, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    state, iterations = latest_state(run)
+    assert iterations == (state["step"], state["step"])
