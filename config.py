@@ -48,6 +48,17 @@ DEMO_LENGTH = {"steps": 700, "batch_size": 16}
 DATA_EPOCHS = 50
 
 
+def backend_problem() -> str | None:
+    """Why KERAS_BACKEND cannot train here (None: it can); checked before Keras is imported."""
+    import os
+
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend and backend not in BACKENDS:
+        return (f"KERAS_BACKEND={backend!r} is not supported: this project runs on "
+                f"{' or '.join(BACKENDS)} (unset means tensorflow)")
+    return None
+
+
 def r1_gamma_rule(image_size: int, batch_size: int) -> float:
     """StyleGAN2-ADA's rule of thumb for the R1 weight: 0.0002 * size^2 / batch."""
     return 0.0002 * image_size**2 / batch_size

@@ -56,6 +56,9 @@ def resolve_data_dir(data_dir) -> Path:
     unpacked into).
     """
     path = Path(data_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path} is a file; pass the folder that holds {SPLIT_FOLDER.format('train')}/ "
+                        f"(usually '{DATASET_FOLDER}')")
     if not path.is_dir():
         raise DataError(
             f"data folder {path} does not exist; pass the folder that holds "
@@ -92,7 +95,10 @@ def list_slice_files(data_dir, splits=SPLITS) -> list[Path]:
     for split in splits:
         folder = root / SPLIT_FOLDER.format(split)
         if not folder.is_dir():
-            raise DataError(f"split folder {folder} does not exist (asked for split '{split}')")
+            present = [name for name in SPLITS if (root / SPLIT_FOLDER.format(name)).is_dir()]
+            hint = f"; this data set has {', '.join(present)}: train on those with --splits {' '.join(present)}" \
+                if present else ""
+            raise DataError(f"split folder {folder} does not exist (asked for split '{split}'){hint}")
         pngs = sorted(
             (entry for entry in folder.iterdir() if entry.suffix.lower() == ".png" and entry.is_file()),
             key=lambda entry: natural_key(entry.name),

@@ -260,9 +260,12 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
+    from run_folder import check_script_outputs
+
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    check_script_outputs(parser, {"--out": args.out})
     log = (lambda *a: None) if args.quiet else print
     fid_options = {"weights": args.inception_weights, "real": args.fid_real,
                    "input_size": args.inception_size} if args.fid else None

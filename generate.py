@@ -49,6 +49,10 @@ def main(argv=None) -> int:
     if not 0.0 <= args.truncation <= 1.0:
         parser.error(f"--truncation: must be a number in [0, 1], got {args.truncation}")
 
+    from run_folder import check_script_outputs
+
+    check_script_outputs(parser, {"--out": args.out, "--npy": args.npy})
+
     import sampling  # Keras loads here, after the flags are checked
 
     try:
@@ -64,10 +68,14 @@ def main(argv=None) -> int:
 
     latents = sample_latents(args.n, config.latent_dim, args.seed)
     images = sampling.generate_images(generator, latents, truncation_psi=args.truncation)
-    data_utils.save_image_grid(args.out, images[:MAX_GRID])
-    if args.npy:
-        Path(args.npy).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.npy, images)
+    try:
+        data_utils.save_image_grid(args.out, images[:MAX_GRID])
+        if args.npy:
+            Path(args.npy).parent.mkdir(parents=True, exist_ok=True)
+            np.save(args.npy, images)
+    except OSError as error:
+        print(f"error: could not write {error.filename or args.out}: {error.strerror or error}", file=sys.stderr)
+        return 1
     print(f"{args.n} images of {config.image_size}x{config.image_size} from {args.run} (step {state['step']})"
           + (f", truncation psi {args.truncation:g}" if args.truncation != 1.0 else "")
           + f" -> {args.out}" + (f" and {args.npy}" if args.npy else ""))

@@ -10,14 +10,26 @@
     RUN/checkpoints/ckpt-*/  resumable checkpoints (checkpoints.py)
 
 Every file is written whole or not at all (a temporary file renamed into
-place), so a kill at any moment leaves the previous version.
+place), so a kill at any moment leaves the previous version; a write that
+fails (a full disk) raises ``WriteError`` naming the file and the free space.
+
+A run folder has one writer at a time: ``acquire_lock`` writes RUN/lock
+(pid and host) and refuses while another live process holds it; a lock left
+by a process that is gone is taken over with a warning.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
+import functools
 import json
 import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +48,88 @@ SAMPLES_DIR = "samples"
 FINAL_SAMPLES = "samples.png"
 LOSS_PLOT = "losses.png"
 PROGRESS_GIF = "progress.gif"
+LOCK_FILE = "lock"
+
+
+class WriteError(RuntimeError):
+    """A file of the run folder could not be written; the message names it and says why."""
+
+
+class RunLocked(RuntimeError):
+    """Another live process is writing the run folder."""
+
+
+def free_bytes(path) -> int:
+    """Free space where ``path`` (or its nearest existing parent) lives."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _reports_write_errors(method):
+    """Turn an OSError while writing into a WriteError that names the run folder and the free space."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            cause = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+            raise WriteError(f"could not write {exc.filename or self.path} ({cause}; "
+                             f"{free_bytes(self.path) / 2**20:.1f} MiB free). Free some space or choose another "
+                             "run folder; what was saved before is untouched.") from exc
+
+    return wrapper
+
+
+def check_writable(path, flag: str, folder: bool) -> None:
+    """Raise ValueError naming ``flag`` unless ``path`` can be written (as a folder, or as a file).
+
+    Checked before any work starts: the nearest existing folder must take a
+    new file, and the path itself must not be a file where a folder is meant
+    (or the reverse).
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag}: {path} is a file; give a folder for the run")
+    if not folder and path.is_dir():
+        raise ValueError(f"{flag}: {path} is a folder; give a file name")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag}: {existing} is a file, so {path} cannot be made")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag}: cannot write in {existing} ({exc.strerror or exc}); choose another place") from None
+
+
+def check_script_outputs(parser, files: dict) -> None:
+    """For generate.py and evaluate.py: ``parser.error`` naming the flag when one of ``files`` ({flag: path
+    or None}) cannot be written, or when KERAS_BACKEND cannot run; before any model or data is loaded."""
+    from config import backend_problem
+
+    try:
+        for flag, path in files.items():
+            if path:
+                check_writable(path, flag, folder=False)
+        if backend_problem():
+            raise ValueError(backend_problem())
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def next_run_dir(arch: str, image_size: int, root: Path = Path("runs"), prefix: str = "") -> Path:
@@ -63,6 +157,52 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
+    # --- one writer
+
+    def acquire_lock(self) -> None:
+        """Make this process the folder's one writer (again, if it is already); see the module docstring."""
+        path = self.path / LOCK_FILE
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        self.path.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._lock_holder(path)
+                if holder is None:
+                    continue  # the holder released it between our two looks
+                if {key: holder.get(key) for key in me} == me:
+                    return
+                if holder.get("host") == me["host"] and not _process_alive(int(holder.get("pid", -1))):
+                    print(f"warning: {path} was left by process {holder.get('pid')}, which is no longer running; "
+                          "taking the run folder over", file=sys.stderr)
+                    path.unlink(missing_ok=True)
+                    continue
+                raise RunLocked(
+                    f"{self.path} is being trained by process {holder.get('pid')} on {holder.get('host')} "
+                    f"(since {holder.get('since', '?')}); wait for it to finish or stop it. If that process is "
+                    f"gone (it ran on another machine), delete {path}"
+                ) from None
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump({**me, "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+            return
+
+    @staticmethod
+    def _lock_holder(path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # unreadable: a writer killed while writing it, treated as gone
+
+    def release_lock(self) -> None:
+        """Give up the lock if this process holds it."""
+        path = self.path / LOCK_FILE
+        holder = self._lock_holder(path)
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            path.unlink(missing_ok=True)
+
     def holds_run(self) -> bool:
         return (self.path / CONFIG_FILE).exists() or self.latest_checkpoint() is not None
 
@@ -76,6 +216,7 @@ class RunFolder:
 
     # --- a new run
 
+    @_reports_write_errors
     def create(self, config: TrainConfig, environment: dict, fixed_latents: np.ndarray,
                real_images: np.ndarray) -> None:
         """Start the folder of a new run; refuse (changing nothing) if it already holds one."""
@@ -90,6 +231,7 @@ class RunFolder:
 
     # --- config
 
+    @_reports_write_errors
     def write_config(self, config: TrainConfig) -> Path:
         path = self.path / CONFIG_FILE
         _write_atomically(path, json.dumps(config.to_dict(), indent=2) + "\n")
@@ -108,25 +250,35 @@ class RunFolder:
 
     # --- history
 
+    @_reports_write_errors
     def append_history(self, row: dict) -> None:
         with open(self.history_path, "a", newline="") as handle:
             csv.DictWriter(handle, plots.HISTORY_COLUMNS).writerow(
                 {key: (f"{value:.6g}" if isinstance(value, float) else value) for key, value in row.items()}
             )
 
+    @_reports_write_errors
     def truncate_history(self, step: int) -> None:
         """Drop history rows logged after ``step`` (the checkpoint a run resumes from).
 
         A kill while a row was being written can leave a partial last line;
         only complete rows (every column present) are kept.
         """
-        rows = [row for row in plots.read_history_rows(self.history_path) if int(row["step"]) <= step]
+        rows = plots.read_history_rows(self.history_path)
+        kept = [row for row in rows if int(row["step"]) <= step]
+        lines = self.history_path.read_text().count("\n") if self.history_path.is_file() else 0
+        if len(kept) == len(rows) == lines - 1 and self.history_path.read_text().endswith("\n"):
+            return  # nothing to drop: no rewrite, so a full disk does not stop a resume here
         temporary = self.history_path.with_name(HISTORY_FILE + ".tmp")
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, plots.HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temporary, self.history_path)
+        try:
+            with open(temporary, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, plots.HISTORY_COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(temporary, self.history_path)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def read_history(self) -> dict[str, list[float]]:
         return plots.read_history(self.history_path)
@@ -136,6 +288,7 @@ class RunFolder:
     def fixed_latents(self) -> np.ndarray:
         return np.load(self.path / FIXED_LATENTS)
 
+    @_reports_write_errors
     def save_sample_grid(self, step: int, images: np.ndarray) -> Path:
         path = self.samples_dir / f"step_{step:08d}.png"
         data_utils.save_image_grid(path, images)
@@ -144,13 +297,16 @@ class RunFolder:
     def sample_grids(self) -> list[Path]:
         return sorted(self.samples_dir.glob("step_*.png"))
 
-    def save_final_figures(self, images: np.ndarray) -> tuple[Path, Path]:
-        """``samples.png`` (the final grid) and ``losses.png`` (the curves so far)."""
+    @_reports_write_errors
+    def save_final_figures(self, images: np.ndarray | None) -> tuple[Path, Path]:
+        """``samples.png`` (the final grid; None: keep the one there) and ``losses.png`` (the curves so far)."""
         samples, losses = self.path / FINAL_SAMPLES, self.path / LOSS_PLOT
-        data_utils.save_image_grid(samples, images)
+        if images is not None:
+            data_utils.save_image_grid(samples, images)
         plots.save_history_plot(self.history_path, losses)
         return samples, losses
 
+    @_reports_write_errors
     def save_progress_gif(self) -> Path:
         """``progress.gif``: the saved sample grids in step order."""
         grids = self.sample_grids()
@@ -166,17 +322,35 @@ class RunFolder:
     def latest_checkpoint(self) -> Path | None:
         return checkpoints.latest_checkpoint(self.path)
 
-    def checkpoint(self, name=None) -> Path:
-        """The checkpoint folder ``name`` (a path, or a name under checkpoints/), else the latest complete one."""
-        if name:
-            folder = Path(name)
-            if not folder.is_dir() and (self.path / checkpoints.CHECKPOINT_DIR / name).is_dir():
-                folder = self.path / checkpoints.CHECKPOINT_DIR / name
-            if not (folder / checkpoints.STATE_FILE).is_file():
-                raise FileNotFoundError(f"{name} is not a complete checkpoint of {self.path}")
-            return folder
-        latest = self.latest_checkpoint()
-        if latest is None:
-            raise FileNotFoundError(f"{self.path} holds no complete checkpoint (train it first, or check "
-                                    "--checkpoint)")
-        return latest
+    def checkpoint_candidates(self, name=None) -> list[Path]:
+        """[the checkpoint ``name``] (a folder, or its name under checkpoints/), else every complete one, newest first."""
+        if not name:
+            return [path for _, path in reversed(self.checkpoints())]
+        folder = Path(name)
+        if not folder.is_dir() and (self.path / checkpoints.CHECKPOINT_DIR / name).is_dir():
+            folder = self.path / checkpoints.CHECKPOINT_DIR / name
+        if not (folder / checkpoints.STATE_FILE).is_file():
+            have = ", ".join(path.name for _, path in self.checkpoints()) or "none"
+            raise FileNotFoundError(f"{name} is not a complete checkpoint of {self.path} (it has: {have})")
+        return [folder]
+
+    def restore(self, restore, name=None):
+        """``restore(folder)`` on checkpoint ``name``, or on the newest good one -> (folder, what it returned).
+
+        Without a name, a corrupt checkpoint (checkpoints.CorruptCheckpoint) is
+        named in a warning and the next older one is tried.  Raises
+        FileNotFoundError when there is no checkpoint at all.
+        """
+        candidates = self.checkpoint_candidates(name)
+        if not candidates:
+            raise FileNotFoundError(f"{self.path} holds no complete checkpoint (train it first)")
+        problems = []
+        for folder in candidates:
+            try:
+                return folder, restore(folder)
+            except checkpoints.CorruptCheckpoint as exc:
+                if name:
+                    raise
+                problems.append(str(exc))
+                print(f"warning: skipping checkpoint {folder.name}: {exc}", file=sys.stderr)
+        raise checkpoints.CorruptCheckpoint(f"no usable checkpoint in {self.path}: " + "; ".join(problems))

@@ -62,16 +62,21 @@ def interpolate_images(generator, start, end, count: int) -> np.ndarray:
 def load_generator(run_dir, checkpoint=None):
     """(generator, config, checkpoint state) of a run: the generator that draws its samples.
 
-    The weights are those of the latest complete checkpoint, or of
-    ``checkpoint`` (a folder, or its name under RUN/checkpoints/); StyleGAN
-    runs sample from their averaged (EMA) generator.
+    The weights are those of the newest good checkpoint (a corrupt one is
+    skipped with a warning), or of ``checkpoint`` (a folder, or its name
+    under RUN/checkpoints/); StyleGAN runs sample from their averaged (EMA)
+    generator.
     """
     run = RunFolder(run_dir)
     config = run.read_config()
-    folder = run.checkpoint(checkpoint)
     generator = modelscript.build_generator(config.arch, config.image_size, config.latent_dim)
     expect = {"arch": config.arch, "image_size": config.image_size, "latent_dim": config.latent_dim}
-    state = checkpoints.restore_checkpoint(folder, generator, expect=expect)
-    if (folder / f"{checkpoints.EMA_MODEL}.weights.h5").is_file():
-        checkpoints.load_model_weights(generator, folder, checkpoints.EMA_MODEL)
+
+    def restore(folder):
+        state = checkpoints.restore_checkpoint(folder, generator, expect=expect)
+        if (folder / f"{checkpoints.EMA_MODEL}.weights.h5").is_file():
+            checkpoints.load_model_weights(generator, folder, checkpoints.EMA_MODEL)
+        return state
+
+    _, state = run.restore(restore, checkpoint)
     return generator, config, state

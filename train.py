@@ -30,40 +30,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     config.add_arguments(parser)
     parser.add_argument("--out", metavar="RUN", help="run folder (default: runs/<arch>-<size>px-<n>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest good checkpoint")
+    parser.add_argument("--checkpoint", metavar="NAME", help="with --resume: continue from this checkpoint instead "
+                                                             "(its name, e.g. ckpt-00000400, or its folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
 def flag_message(error: Exception) -> str:
     """The error's message, with a config field replaced by the flag that sets it."""
+    import data_utils
+
     if isinstance(error, config.ConfigError):
         return f"{config.flag_of(error.field) or error.field}: {error.reason}"
+    if isinstance(error, data_utils.DataError):
+        return f"--data: {error}"
     return str(error)
-
-
-def check_backend() -> None:
-    """Refuse an unsupported KERAS_BACKEND before Keras is imported (it would fail deep inside)."""
-    backend = os.environ.get("KERAS_BACKEND")
-    if backend and backend not in config.BACKENDS:
-        raise RuntimeError(f"KERAS_BACKEND={backend!r} is not supported: training runs on "
-                           f"{' or '.join(config.BACKENDS)} (unset means tensorflow)")
 
 
 def start_or_resume(args: argparse.Namespace, settings: dict):
     """The Trainer for these flags.  Flags are checked before Keras and the data load."""
-    check_backend()
+    if config.backend_problem():
+        raise RuntimeError(config.backend_problem())
+    if args.checkpoint and not args.resume:
+        raise argparse.ArgumentError(None, "--checkpoint: picks the checkpoint that --resume continues from; "
+                                           "add --resume")
+    from run_folder import RunFolder, check_writable  # NumPy and PIL, no Keras
+
     if args.resume:
         if not args.out:
             raise argparse.ArgumentError(None, "--resume needs --out RUN, the run folder to continue")
-        from run_folder import RunFolder
-
         deterministic = settings.get("deterministic", RunFolder(args.out).read_config().deterministic)
+        check_writable(args.out, "--out", folder=True)
     else:
         if not settings.get("demo") and not settings.get("data_dir"):
             raise config.ConfigError("data_dir", "give --demo or --data DIR")
         config.TrainConfig.from_dict(config.with_length_defaults(settings, CPU_IMAGE_SIZE)).validate()
+        if settings.get("data_dir"):
+            import data_utils
+
+            data_utils.list_slice_files(settings["data_dir"], settings.get("splits", config.SPLITS))
         deterministic = settings.get("deterministic", False)
+        check_writable(args.out or "runs", "--out", folder=True)
 
     import engines  # Keras and TensorFlow (or JAX) load here
     from run_folder import next_run_dir
@@ -73,7 +81,7 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
     if deterministic:  # JAX reads its flag when it starts its devices: before anything asks for them
         engine.enable_determinism()
     if args.resume:
-        return Trainer.resume(args.out, progress=not args.quiet, **settings)
+        return Trainer.resume(args.out, progress=not args.quiet, checkpoint=args.checkpoint, **settings)
     if "image_size" not in settings:
         gpu = bool(engine.accelerators())
         settings["image_size"] = GPU_IMAGE_SIZE if gpu else CPU_IMAGE_SIZE
@@ -84,6 +92,15 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
 
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report them
+
+
+
+def ending_errors() -> tuple:
+    """Errors that end a run without being a usage error: another writer, a full disk."""
+    import checkpoints
+    import run_folder
+
+    return run_folder.RunLocked, run_folder.WriteError, checkpoints.CheckpointWriteError
 
 
 def main(argv=None) -> int:
@@ -98,6 +115,9 @@ def main(argv=None) -> int:
     except argparse.ArgumentError as error:
         parser.error(error.message)
     except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, RuntimeError) as error:
+        if isinstance(error, ending_errors()):
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         parser.error(flag_message(error))  # ConfigError, DataError, CheckpointError: each names its flag or file
 
     import keras
@@ -116,6 +136,9 @@ def main(argv=None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except ending_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if status == "interrupted":
         print(f"interrupted at step {trainer.step}; checkpoint saved. Continue with: "
               f"python train.py --out {shlex.quote(str(trainer.run_dir))} --resume", file=sys.stderr)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -44,9 +45,13 @@ import metrics
 import sampling
 from batches import BatchSampler, latent_grid
 from config import ConfigError, TrainConfig
-from run_folder import RunFolder
+from run_folder import FINAL_SAMPLES, RunFolder, WriteError, free_bytes
 
 MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
+# A BCE loss of L needs a logit of about -L on the wrong side: healthy GAN losses stay under ~20, and a
+# loss above this means one network has won outright (logits in the thousands) and training has stopped
+# learning, though every number is still finite (e.g. learning rates near 1 with betas 0).
+LOSS_LIMIT = 1e4
 STATUSES = ("done", "interrupted")
 
 
@@ -146,35 +151,85 @@ class Trainer:
         config = config.validate().resolved()
         run = RunFolder(run_dir)
         run.check_fresh()  # before the data load and model build, so nothing is wasted or changed
-        trainer = cls(config, run, images, progress)
-        run.create(config, engines.describe_environment(), trainer.fixed_latents,
-                   trainer.images[: config.sample_grid])
+        created = run.path.absolute()
+        while not created.parent.exists():
+            created = created.parent  # the outermost folder this call makes
+        created = None if created.exists() else created
+        run.acquire_lock()
+        try:
+            trainer = cls(config, run, images, progress)
+            run.create(config, engines.describe_environment(), trainer.fixed_latents,
+                       trainer.images[: config.sample_grid])
+        except BaseException:  # a run that cannot start leaves no half-made folder behind
+            run.release_lock()
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+        trainer.warn_if_disk_is_low()
         return trainer
 
     @classmethod
-    def resume(cls, run_dir, images: np.ndarray | None = None, progress: bool = True, **changes) -> "Trainer":
-        """Continue the run in ``run_dir`` from its latest checkpoint, with ``changes`` to its config.
+    def resume(cls, run_dir, images: np.ndarray | None = None, progress: bool = True, checkpoint=None,
+               **changes) -> "Trainer":
+        """Continue the run in ``run_dir`` with ``changes`` to its config.
 
-        arch, image_size and latent_dim cannot change.
+        It continues from the newest good checkpoint (a corrupt one is skipped
+        with a warning), or from ``checkpoint`` (a folder, or its name such as
+        "ckpt-00000400"); a run stopped before its first checkpoint starts
+        again from step 0 with its own config.  arch, image_size and
+        latent_dim cannot change.
         """
         run = RunFolder(run_dir)
         config = resume_config(run, changes)
-        checkpoint = run.checkpoint()
-        trainer = cls(config, run, images, progress)
-        trainer._restore(checkpoint)
-        run.write_config(config)  # with any settings changed for this resume
+        run.acquire_lock()
+        try:
+            trainer = cls(config, run, images, progress)
+            if run.checkpoints() or checkpoint:
+                _, state = run.restore(trainer._restore, checkpoint)
+                trainer._continue_from(state)
+            else:
+                print(f"{run.path} holds no checkpoint yet (it stopped before its first one): starting again "
+                      "from step 0 with its own config", file=sys.stderr)
+                run.truncate_history(0)
+            if ("steps" in changes or "epochs" in changes) and trainer.total_steps < trainer.step:
+                asked = f"{config.steps} steps" if config.steps is not None else f"{config.epochs} epochs"
+                raise ConfigError("steps" if config.steps is not None else "epochs",
+                                  f"{run.path} is already at step {trainer.step}, past the {asked} asked for; "
+                                  f"ask for more than {trainer.step} steps to train longer")
+            run.write_config(config)  # with any settings changed for this resume
+        except BaseException:
+            run.release_lock()
+            raise
+        trainer.warn_if_disk_is_low()
         return trainer
 
-    def _restore(self, checkpoint: Path) -> None:
+    def _restore(self, checkpoint: Path) -> dict:
         arch = self.architecture
-        state = checkpoints.restore_checkpoint(
+        return checkpoints.restore_checkpoint(
             checkpoint, arch.generator, arch.discriminator, arch.g_optimizer, arch.d_optimizer,
             expect=self._model_meta(), **arch.checkpoint_parts(),
         )
-        arch.load_state(state)
+
+    def _continue_from(self, state: dict) -> None:
+        self.architecture.load_state(state)
         self.step = self.last_checkpoint_step = int(state["step"])
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self.run.truncate_history(self.step)
+
+    def checkpoint_bytes(self) -> int:
+        """About how large one checkpoint of this run is: every saved network and both optimizers, float32."""
+        arch = self.architecture
+        networks = [arch.generator, arch.discriminator, *arch.checkpoint_parts().get("extra_models", {}).values()]
+        optimizer_values = sum(int(np.prod(v.shape)) for v in [*arch.g_optimizer.variables, *arch.d_optimizer.variables])
+        return 4 * (sum(network.count_params() for network in networks) + optimizer_values)
+
+    def warn_if_disk_is_low(self) -> None:
+        """Say so up front when the run folder's disk holds fewer than two checkpoints."""
+        needed, free = self.checkpoint_bytes(), free_bytes(self.run_dir)
+        if free < 2 * needed:
+            print(f"warning: {self.run_dir} has {free / 2**20:.1f} MiB free, but each checkpoint needs about "
+                  f"{needed / 2**20:.1f} MiB (and the next one is written before the oldest is removed); "
+                  "free some space or the run will stop at its next checkpoint", file=sys.stderr)
 
     # --- the networks
 
@@ -209,6 +264,7 @@ class Trainer:
 
     def start(self) -> None:
         """Begin a training session: the clock runs from here until ``stop``."""
+        self.run.acquire_lock()
         self.stop_signal = None
         self._session_start = self._log_start = time.perf_counter()
 
@@ -243,11 +299,16 @@ class Trainer:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self._log()
         self.save_checkpoint()
+        self._end_session()
+        self.run.save_final_figures(self.sample())
+        return status
+
+    def _end_session(self) -> None:
+        """Stop the clock and give up the run folder's lock."""
         if self._session_start is not None:
             self._elapsed_before += time.perf_counter() - self._session_start
             self._session_start = None
-        self.run.save_final_figures(self.sample())
-        return status
+        self.run.release_lock()
 
     @contextlib.contextmanager
     def stop_on_signals(self):
@@ -298,7 +359,7 @@ class Trainer:
                    desc=f"{self.config.arch} {self.config.image_size}px")
         try:
             while not self.done and self.stop_signal is None:
-                row = self.train_one_step()
+                row = self.train_one_step()  # TrainingDiverged ends the session itself
                 bar.update(1)
                 if row is not None:
                     bar.set_postfix(g=f"{row['g_loss']:.3f}", d=f"{row['d_loss']:.3f}", epoch=row["epoch"])
@@ -307,6 +368,10 @@ class Trainer:
         except KeyboardInterrupt:  # raised by a callback, or outside the main thread
             bar.close()
             return self.stop("interrupted")
+        except (WriteError, checkpoints.CheckpointWriteError):  # a full disk: nothing more can be saved
+            bar.close()
+            self._end_session()
+            raise
         bar.close()
         return self.stop("done" if self.done else "interrupted")
 
@@ -320,7 +385,9 @@ class Trainer:
         keys = dict.fromkeys(key for step_metrics in self._pending for key in step_metrics)  # r1_penalty: some steps
         values = {key: float(np.mean([float(m[key]) for m in self._pending if key in m])) for key in keys}
         if not all(math.isfinite(value) for value in values.values()):
-            raise TrainingDiverged(self._diverged_message(values))
+            raise self._diverged(values)
+        if max(abs(values["g_loss"]), abs(values["d_loss"])) > LOSS_LIMIT:
+            raise self._diverged(values, f"the losses passed {LOSS_LIMIT:g}, so one network has won outright")
         row = {"step": self.step, "epoch": self.epoch, **values,
                "images_per_s": len(self._pending) * self.config.batch_size / max(now - self._log_start, 1e-9),
                "elapsed_s": self.elapsed, **self.architecture.history_extras()}
@@ -331,12 +398,24 @@ class Trainer:
         self._log_start = now
         return row
 
-    def _diverged_message(self, values: dict) -> str:
+    def _diverged(self, values: dict, why: str = "losses or weights are not finite") -> TrainingDiverged:
+        """End the session on divergence: the final figures from the last finite samples; the error to raise."""
+        self._pending.clear()
+        self._end_session()
+        grids = self.run.sample_grids()
+        samples = self.sample()
+        if np.isfinite(samples).all() or not grids:
+            self.run.save_final_figures(np.nan_to_num(samples))
+        else:  # the newest grid saved while the weights were still finite
+            shutil.copyfile(grids[-1], self.run_dir / FINAL_SAMPLES)
+            self.run.save_final_figures(None)
         kept = self.run.latest_checkpoint()
-        return (
-            f"training diverged at step {self.step}: {values}. The last good checkpoint "
-            f"({kept if kept else 'none yet'}) is kept; lower the learning rates (--g-lr/--d-lr) "
-            "and resume, or start again."
+        advice = ("resume it from there" if kept else
+                  "resuming starts it again from step 0 with its config (change the rates with --g-lr/--d-lr)")
+        return TrainingDiverged(
+            f"training diverged at step {self.step} ({why}): {values}. The last good checkpoint "
+            f"({kept if kept else 'none yet'}) is kept; lower the learning rates (--g-lr/--d-lr) and "
+            f"{advice}, or start again."
         )
 
     def _ssim_due(self, steps_since_last_row: int) -> bool:
@@ -375,12 +454,13 @@ class Trainer:
             bool(np.isfinite(keras.ops.convert_to_numpy(v)).all()) for v in self.generator.trainable_variables
         )
         if not weights_finite or not all(math.isfinite(value) for value in pending):
-            raise TrainingDiverged(self._diverged_message({"weights_finite": weights_finite}))
+            raise self._diverged({"weights_finite": weights_finite})
         arch = self.architecture
         meta = {**self._model_meta(), "backend": keras.backend.backend(), "elapsed_s": self.elapsed, **arch.state()}
         path = checkpoints.save_checkpoint(
             self.run_dir, self.step, self.epoch, arch.generator, arch.discriminator, arch.g_optimizer,
-            arch.d_optimizer, meta, keep=self.config.keep_checkpoints, **arch.checkpoint_parts(),
+            arch.d_optimizer, meta, keep=self.config.keep_checkpoints, size_hint=self.checkpoint_bytes(),
+            **arch.checkpoint_parts(),
         )
         self.last_checkpoint_step = self.step
         return path

@@ -182,11 +182,12 @@ def test_sigint_to_a_background_run_stops_between_steps_and_resumes_exactly(tmp_
 
 
 def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, demo_dir):
-    run = tmp_path / "run"
+    run = tmp_path / "my run"  # a space: the hint to continue quotes it
     process = start_training(tmp_path, run, "--data", demo_dir, "--steps", 2000, *QUICK)
     wait_for_checkpoint(run, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
+    assert f"python train.py --out '{run}' --resume" in stderr
     state, iterations = latest_state(run)
     assert iterations == (state["step"], state["step"])

@@ -93,7 +93,7 @@ def test_every_flag_is_declared_once_on_the_config(tmp_path):
     flags = {option for action in parser._actions for option in action.option_strings}
     declared = {item.metadata["flag"] for item in config.declarations() if item.metadata["flag"]}
     assert declared <= flags
-    assert flags - declared == {"-h", "--help", "--out", "--resume", "--quiet"}  # the run's own, not settings
+    assert flags - declared == {"-h", "--help", "--out", "--resume", "--checkpoint", "--quiet"}  # the run's own
     for item in config.declarations():
         assert item.metadata["help"], f"{item.name} has no help text"
     args = parser.parse_args(["--demo", "--g-lr", "0.001", "--no-flip", "--splits", "train", "--devices", "all"])
@@ -115,7 +115,9 @@ def test_validate_changes_nothing_and_resolved_fills_the_architecture_defaults()
 
 
 def test_checkpoint_layout_is_pinned(tmp_path, tiny_images):
-    """The files and keys of a checkpoint: run folders written by other versions must keep resuming."""
+    """The files and keys of a checkpoint: run folders written by other versions must keep resuming.
+
+    (Checkpoints from before manifest.json existed load unverified: tests/test_faults.py.)"""
     import training
     from config import TrainConfig
 
@@ -124,7 +126,11 @@ def test_checkpoint_layout_is_pinned(tmp_path, tiny_images):
     training.Trainer.new(config, tmp_path / "run", images=tiny_images, progress=False).fit(progress=False)
     folder = tmp_path / "run" / "checkpoints" / "ckpt-00000002"
     assert sorted(path.name for path in folder.iterdir()) == [
-        "discriminator.weights.h5", "generator.weights.h5", "state.json", "training_state.npz"]
+        "discriminator.weights.h5", "generator.weights.h5", "manifest.json", "state.json", "training_state.npz"]
+    manifest = json.loads((folder / "manifest.json").read_text())["files"]
+    assert sorted(manifest) == ["discriminator.weights.h5", "generator.weights.h5", "state.json",
+                                "training_state.npz"]
+    assert all(set(entry) == {"bytes", "sha256"} for entry in manifest.values())
     state = json.loads((folder / "state.json").read_text())
     assert set(state) == {"arch", "image_size", "latent_dim", "backend", "elapsed_s", "augment_p", "augment_signs",
                           "augment_rt", "step", "epoch", "saved_at", "g_optimizer_variables",
