@@ -177,7 +177,7 @@ class TrainConfig:
     sample_grid: int = setting(36, "images in each sample grid (a square number looks best)",
                                flag="--sample-grid", type=int)
     deterministic: bool = setting(False, "deterministic kernels: bit-exact reruns (slower on a GPU)",
-                                  flag="--deterministic", type=bool, action="store_true")
+                                  flag="--deterministic", type=bool, action="store_true", notebook="DETERMINISTIC")
     jit_compile: bool = setting(False, "compile the TensorFlow step with XLA (for GPUs; slower on the CPU; "
                                        "the JAX engine always compiles with XLA)",
                                 flag="--xla", type=bool, action="store_true")

@@ -7,8 +7,10 @@ papermill) that never touches a widget uses exactly the parameters.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,29 @@ import numpy as np
 import config
 import data_utils
 import plots
+
+# Under pytest (conftest.py sets it) the notebook runs with its small reference settings on any machine, and
+# nbval compares its outputs with REFERENCE_NOTEBOOK's, which a user's own runs and saves never touch.
+REFERENCE_RUN_VARIABLE = "OASIS_GAN_REFERENCE_RUN"
+REFERENCE_NOTEBOOK = Path("tests") / "reference" / "driver.ipynb"
+
+
+def reference_run() -> bool:
+    """True when the notebook runs as pytest's regression check (the parameters cell then takes the small settings)."""
+    return os.environ.get(REFERENCE_RUN_VARIABLE) == "1"
+
+
+def reference_code_cells(notebook_path, reference_path) -> list:
+    """The reference notebook's code cells, after checking they have the notebook's sources cell for cell."""
+    import nbformat
+
+    current = [cell for cell in nbformat.read(notebook_path, as_version=4).cells if cell.cell_type == "code"]
+    reference = [cell for cell in nbformat.read(reference_path, as_version=4).cells if cell.cell_type == "code"]
+    if len(current) != len(reference) or any(a.source != b.source for a, b in zip(current, reference)):
+        raise ValueError(f"{reference_path} does not match {notebook_path}'s code cells; rerun "
+                         "`python tools/store_notebook_outputs.py` after changing the notebook")
+    return reference
+
 
 # The notebook's own settings (not a training run's: those are TrainConfig's, declared in config.py):
 # variable -> (type, widget label or None for a plain variable).
@@ -129,6 +154,33 @@ def describe_config(run_config: config.TrainConfig) -> str:
             f"{'' if c.devices == 1 else f' on {c.devices} devices'}; data: {source}")
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Hide what native libraries write straight to the process's stderr while inside.
+
+    TensorFlow prints log lines (oneDNN, CUDA probing) from C++ at import,
+    before its log-level setting applies; in a notebook each becomes a red
+    box that looks like an error.  Python's own errors still show: they go
+    through the notebook's stderr, not the process's file descriptor 2.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def enlarged(images: np.ndarray, minimum: int = 160) -> np.ndarray:
+    """Images repeated pixel by pixel until at least ``minimum`` wide (small slices are hard to see)."""
+    factor = max(1, -(-minimum // images.shape[2]))
+    return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
+
+
 def png_image(pixels: np.ndarray):
     """An IPython Image of a uint8 array (its text form has no memory address, unlike PIL's)."""
     from IPython.display import Image as IPythonImage
@@ -162,14 +214,16 @@ class LiveView:
                         desc=f"{trainer.config.arch} {trainer.config.image_size}px")
 
     def _figure(self):
-        return png_image(_figure_pixels(plots.progress_figure(self.trainer.sample(),
-                                                              plots.read_history(self.history_path))))
+        return png_image(_figure_pixels(plots.progress_figure(
+            self.trainer.sample(), plots.read_history(self.history_path), step=self.trainer.step,
+            total_steps=self.trainer.total_steps)))
 
     def update(self, row: dict | None) -> None:
         self.bar.update(self.trainer.step - self.bar.n)
         if row is not None:
             self.bar.set_postfix(g=f"{row['g_loss']:.3f}", d=f"{row['d_loss']:.3f}", epoch=row["epoch"])
-        if self.trainer.step % self.redraw_every == 0 or self.trainer.done:
+        early = row is not None and self.trainer.step < self.redraw_every  # the first curves show up at once
+        if early or self.trainer.step % self.redraw_every == 0 or self.trainer.done:
             self.handle.update(self._figure())
 
     def close(self) -> None:
@@ -204,7 +258,8 @@ def match_browser(generated: np.ndarray, references: np.ndarray, indices: np.nda
     def draw(sample: int) -> None:
         images = [generated[sample]] + [references[i] for i in indices[sample]]
         titles = [f"generated {sample}"] + [
-            f"#{rank + 1} SSIM {score:.3f}\n{Path(names[i]).name if names else f'image {i}'}"
+            f"#{rank + 1} SSIM {score:.3f}, brain {100 * plots.brain_fraction(references[i]):.0f} %\n"
+            f"{Path(names[i]).name if names else f'image {i}'}"
             for rank, (i, score) in enumerate(zip(indices[sample], scores[sample]))]
         show_figure(plots.images_row(images, titles))
 

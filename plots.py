@@ -65,8 +65,13 @@ def read_history(path) -> dict[str, list[float]]:
     return columns
 
 
-def _plot_curves(history: dict[str, list[float]], loss_axes, accuracy_axes, ssim_axes=None) -> None:
-    """G and D losses; D accuracy on real and on fake; and best-match SSIM when measured."""
+def _plot_curves(history: dict[str, list[float]], loss_axes, accuracy_axes, ssim_axes=None,
+                 total_steps: int | None = None) -> None:
+    """G and D losses; D accuracy on real and on fake; and best-match SSIM when measured.
+
+    With ``total_steps`` every panel spans the whole run from the start, so
+    the first points do not sit alone on a zoomed-in axis.
+    """
     steps = history.get("step", [])
     loss_axes.plot(steps, history.get("g_loss", []), label="generator")
     loss_axes.plot(steps, history.get("d_loss", []), label="discriminator")
@@ -84,8 +89,17 @@ def _plot_curves(history: dict[str, list[float]], loss_axes, accuracy_axes, ssim
     accuracy_axes.set_ylabel("accuracy")
     accuracy_axes.set_title("Discriminator accuracy")
     accuracy_axes.legend(loc="lower right")
+    if not steps:
+        loss_axes.set_ylim(0, 2)
+        loss_axes.text(0.5, 0.5, "curves appear after\nthe first logged steps", transform=loss_axes.transAxes,
+                       ha="center", va="center", color="grey")
     if ssim_axes is not None:
         _plot_ssim(ssim_axes, steps, history.get("nn_ssim", []))
+    total_steps = total_steps or (steps[-1] if steps else None)  # all panels share one step axis
+    if total_steps:
+        for axes in (loss_axes, accuracy_axes, ssim_axes):
+            if axes is not None:
+                axes.set_xlim(0, total_steps)
 
 
 def _plot_ssim(axes, steps, values) -> None:
@@ -114,8 +128,9 @@ def save_history_plot(history_csv, out_png) -> Path:
     return Path(out_png)
 
 
-def progress_figure(samples, history: dict[str, list[float]], figure: Figure | None = None) -> Figure:
-    """One figure for live training: the fixed-latent sample grid beside the curves."""
+def progress_figure(samples, history: dict[str, list[float]], figure: Figure | None = None, step: int = 0,
+                    total_steps: int | None = None) -> Figure:
+    """One figure for live training: the fixed-latent sample grid (at ``step``) beside the curves."""
     import data_utils
 
     figure = figure or Figure(figsize=(17, 4), layout="constrained")
@@ -123,9 +138,18 @@ def progress_figure(samples, history: dict[str, list[float]], figure: Figure | N
     grid_axes, *curve_axes = figure.subplots(1, 4, width_ratios=(1.1, 1, 1, 1))
     grid_axes.imshow(data_utils.image_grid(samples), cmap="gray", vmin=0, vmax=255)
     grid_axes.set_axis_off()
-    grid_axes.set_title(f"samples at step {int(history['step'][-1]) if history.get('step') else 0}")
-    _plot_curves(history, *curve_axes)
+    grid_axes.set_title(f"samples at step {step}" + (" (untrained)" if step == 0 else ""))
+    _plot_curves(history, *curve_axes, total_steps=total_steps)
     return figure
+
+
+BACKGROUND_LEVEL = -0.9  # pixels at or below this (in [-1, 1]) are the black background around the brain
+MOSTLY_BACKGROUND = 0.25  # a slice whose brain covers less than this share of the image
+
+
+def brain_fraction(image) -> float:
+    """Share of an image's pixels that are brain rather than black background."""
+    return float(np.mean(np.asarray(image) > BACKGROUND_LEVEL))
 
 
 def matches_figure(queries, matches, scores, labels=None, figure: Figure | None = None) -> Figure:
@@ -133,19 +157,31 @@ def matches_figure(queries, matches, scores, labels=None, figure: Figure | None 
 
     ``queries`` and ``matches``: (K, S, S[, 1]) in [-1, 1]; ``scores``: (K,);
     ``labels``: K titles for the generated images (e.g. "worst", "median").
+    Each real match shows how much of it is brain: SSIM over a slice that is
+    mostly black background is high because the backgrounds agree, not the
+    anatomy, and such matches are marked.
     """
     count = len(queries)
-    figure = figure or Figure(figsize=(2.3 * count, 5), layout="constrained")
+    figure = figure or Figure(figsize=(2.4 * count, 5.4), layout="constrained")
     figure.clear()
     axes = figure.subplots(2, count, squeeze=False)
+    background_dominated = False
     for column in range(count):
         top, bottom = axes[0, column], axes[1, column]
         top.imshow(np.squeeze(queries[column]), cmap="gray", vmin=-1, vmax=1)
         bottom.imshow(np.squeeze(matches[column]), cmap="gray", vmin=-1, vmax=1)
         top.set_title(labels[column] if labels is not None else f"generated {column}", fontsize=9)
-        bottom.set_title(f"best real match\nSSIM {float(scores[column]):.3f}", fontsize=9)
+        brain = brain_fraction(matches[column])
+        mostly_background = brain < MOSTLY_BACKGROUND
+        background_dominated |= mostly_background
+        bottom.set_title(f"best real match\nSSIM {float(scores[column]):.3f}, brain {100 * brain:.0f} %"
+                         + ("\nmostly background!" if mostly_background else ""), fontsize=9,
+                         color="firebrick" if mostly_background else "black")
         top.set_axis_off()
         bottom.set_axis_off()
+    if background_dominated:
+        figure.suptitle("Marked matches are mostly black background: their SSIM is high because the backgrounds "
+                        "agree, not the anatomy", fontsize=9, color="firebrick")
     return figure
 
 

@@ -4,11 +4,17 @@
 CPU outputs (see pytest.ini); these tests cover what that run does not.
 """
 
+import copy as copy_module
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 
 import config as config_module
 import notebook_ui
@@ -25,18 +31,74 @@ def parameters_cell():
 
 
 def parameters_namespace(gpu: bool = False) -> dict:
-    namespace = {"os": __import__("os"), "GPU": gpu}
+    namespace = {"os": os, "GPU": gpu, "notebook_ui": notebook_ui}
     exec(parameters_cell(), namespace)
     return namespace
 
 
-def test_the_parameters_cell_defines_exactly_the_declared_notebook_settings():
+def test_the_parameters_cell_defines_exactly_the_declared_notebook_settings(monkeypatch):
     namespace = parameters_namespace()
     defined = {name for name in namespace if name.isupper() and name != "GPU"}
     assert defined == set(notebook_ui.notebook_variables())
     assert namespace["IMAGE_SIZE"] == 64 and namespace["STEPS"] and namespace["EPOCHS"] is None  # CPU defaults
+    monkeypatch.delenv(notebook_ui.REFERENCE_RUN_VARIABLE)  # a user's session, not pytest's
     gpu = parameters_namespace(gpu=True)
     assert gpu["IMAGE_SIZE"] == 256 and gpu["EPOCHS"] and gpu["STEPS"] is None
+
+
+def test_under_pytest_the_notebook_takes_the_small_reference_settings_on_a_gpu_too(monkeypatch):
+    monkeypatch.setenv("OASIS_DATA_DIR", "/somewhere/oasis")
+    assert os.environ[notebook_ui.REFERENCE_RUN_VARIABLE] == "1"  # set by the repository's conftest.py
+    cpu, gpu = parameters_namespace(gpu=False), parameters_namespace(gpu=True)
+    for namespace in (cpu, gpu):
+        assert (namespace["IMAGE_SIZE"], namespace["STEPS"], namespace["EPOCHS"], namespace["BATCH_SIZE"],
+                namespace["DATA_DIR"]) == (64, 150, None, 16, None)
+
+
+def test_the_reference_outputs_match_the_notebook_and_the_notebook_opens_clean():
+    reference = notebook_ui.reference_code_cells(NOTEBOOK, ROOT / notebook_ui.REFERENCE_NOTEBOOK)  # raises if they differ
+    compared = [cell for cell in reference if "nbval-ignore-output" not in cell.metadata.get("tags", [])]
+    assert all(cell.execution_count for cell in reference)  # nbval checks only cells it sees as run
+    assert sum(bool(cell.outputs) for cell in compared) >= 5  # config, data, networks, run folder, search
+    stored = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in stored.cells:
+        for output in cell.get("outputs", []):
+            assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), cell.source[:60]
+            text = output.get("text", "") + output.get("data", {}).get("text/plain", "")
+            assert not any(noise in text for noise in ("E0000", "I0000", "absl::InitializeLog", "VBox(")), text[:200]
+
+
+def test_a_users_own_run_and_save_leave_the_regression_check_passing(tmp_path, demo_dir):
+    """Run the notebook as a user would (other settings), save it half-way as autosave does, then run the check.
+
+    (The check runs the notebook in full: this test costs about as much as the suite's own nbval run.)"""
+    copy = tmp_path / "repo"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "runs", "data", "__pycache__", ".pytest_cache"))
+    (ROOT / "data").mkdir(exist_ok=True)
+    (copy / "data").symlink_to(ROOT / "data")  # the check's demo cohort is built (once) where the suite keeps it
+    notebook = nbformat.read(copy / "driver.ipynb", as_version=4)
+    users_run = copy_module.deepcopy(notebook)  # the user changed some settings (in the widgets, say) and ran it
+    parameters = next(cell for cell in users_run.cells if "parameters" in cell.metadata.get("tags", []))
+    parameters.source += (f"\nIMAGE_SIZE, STEPS, BATCH_SIZE, DEMO_ROOT, DEMO_SUBJECTS = 32, 4, 8, "
+                          f"{str(demo_dir.parent)!r}, 3\nN_SEARCH, WALK_STEPS = 4, 3")
+    NotebookClient(users_run, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(copy)}}).execute()
+    for cell, ran in zip(notebook.cells, users_run.cells):
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = ran.outputs, ran.execution_count
+    nbformat.write(notebook, copy / "driver.ipynb")  # saved, as JupyterLab does
+    saved = nbformat.read(copy / "driver.ipynb", as_version=4)
+    code = [cell for cell in saved.cells if cell.cell_type == "code"]
+    assert "dcgan at 32x32" in "".join(output.get("text", "") for cell in code for output in cell.outputs)
+    for cell in code[len(code) // 2:]:  # autosave caught the run half-way
+        cell.outputs, cell.execution_count = [], None
+    nbformat.write(saved, copy / "driver.ipynb")
+
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    environment.pop(notebook_ui.REFERENCE_RUN_VARIABLE)  # the check sets it itself
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval", "driver.ipynb"],
+                            cwd=copy, env=environment, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert " passed" in result.stdout.splitlines()[-1]
 
 
 def test_every_notebook_setting_reaches_the_config_field_that_declares_it():
@@ -48,7 +110,7 @@ def test_every_notebook_setting_reaches_the_config_field_that_declares_it():
         changed[name] = {"arch": "stylegan", "image_size": 32, "latent_dim": 7, "batch_size": 5, "steps": 9,
                          "g_learning_rate": 0.01, "d_learning_rate": 0.02, "beta_1": 0.3, "flip": False,
                          "demo_root": "elsewhere", "demo_subjects": 4, "seed": 11, "precision": "mixed_bfloat16",
-                         "devices": 2}[item.name]
+                         "devices": 2, "deterministic": True}[item.name]
         assert getattr(notebook_ui.make_config(changed), item.name) == changed[name], name
     assert notebook_ui.make_config(notebook_ui.parameters(namespace)).splits == tuple(namespace["SPLITS"])
 
@@ -88,8 +150,9 @@ def test_optional_numbers_in_the_form_are_parsed_and_bad_text_is_named():
         form.values()
 
 
-def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
+def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as a user's kernel starts
     run = tmp_path / "run"
     papermill.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "out.ipynb"), cwd=str(ROOT), kernel_name="python3", progress_bar=False,
@@ -107,5 +170,9 @@ def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
     assert "demo cohort (MNI152 template), 3 subjects" in text
     assert "indices (4, 2), scores (4, 2)" in text
     assert "moving average of the generator" in text and "walk: 5 images of 32x32" in text
+    stderr = [output.get("text", "") for cell in executed.cells if cell.cell_type == "code"
+              for output in cell.get("outputs", []) if output.get("name") == "stderr"]
+    assert not any(marker in text for text in stderr for marker in ("E0000", "I0000", "absl::InitializeLog")), \
+        stderr  # TensorFlow's log lines are not errors: no red boxes for them
     mixing_outputs = executed.cells[-1].outputs
     assert any("image/png" in output.get("data", {}) for output in mixing_outputs)  # the style-mixing grid
