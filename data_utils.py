@@ -109,6 +109,17 @@ def list_slice_files(data_dir, splits=SPLITS) -> list[Path]:
     return files
 
 
+_SLICE_NUMBER = re.compile(r"slice_(\d+)")
+
+
+def slice_level(path) -> int:
+    """The axial slice number in an OASIS-style file name (``case_001_slice_12.nii.png`` -> 12), bottom up."""
+    match = _SLICE_NUMBER.search(Path(path).name)
+    if match is None:
+        raise DataError(f"{path}: no slice number in the file name (expected ..._slice_<N>...)")
+    return int(match.group(1))
+
+
 def _to_uint8_gray(image: Image.Image) -> np.ndarray:
     """Any PIL image mode -> 2-D uint8 grayscale (16-bit scaled, alpha over black)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -131,16 +131,26 @@ def matches_figure(generated: np.ndarray, references: np.ndarray, best_index: np
 
 
 def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray | None = None, *,
-                      test_held_out: bool = True, top_k: int = 1, seed: int = 0,
+                      test_held_out: bool = True, top_k: int = 1, seed: int = 0, train_levels=None,
                       memorized_threshold: float = metrics.MEMORIZED_THRESHOLD) -> tuple[dict, np.ndarray, np.ndarray]:
     """How close generated images come to real ones, by SSIM -> (report, indices, scores).
 
     ``indices`` and ``scores`` (each ``(N, top_k)``, best first) are every
     sample's best matches among ``train``.  The report holds the best-match
     summary, the near-copy share and the diversity of generated and real
-    images; with ``test`` also the samples' best matches there and, when the
-    run never saw the test split (``test_held_out``), the yardstick: real
-    test slices' best matches among ``train``.
+    images; with ``test`` also the samples' best matches there.  When the run
+    never saw the test split (``test_held_out``) it adds the yardstick (real
+    test slices' best matches among ``train``) and the measures built on it:
+
+    * realism: the samples' median best match over the yardstick's;
+    * recall: real test slices' median best match among the N samples, over
+      the same among N random training slices (does the generator cover what
+      real brains look like as well as as many real slices do?);
+    * with ``train_levels`` (each training image's slice number), level
+      coverage: the total-variation distance between the slice levels of the
+      samples' best matches and the training set's, over 8 bands of 4 levels,
+      beside the same distance for real test slices (resampled to N), the
+      noise at that N.
     """
     started = time.perf_counter()
     indices, scores = metrics.ssim_search(generated, train, top_k=top_k)
@@ -148,6 +158,7 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
     best = scores[:, 0]
     rng = np.random.default_rng([seed, 11])
     n = len(generated)
+    real_subset = data_utils.random_subset(train, n, rng)
     report = {
         "n_generated": n, "n_train_references": len(train),
         **percentile_summary("nn_ssim", best),
@@ -156,17 +167,33 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
         "memorized_threshold": memorized_threshold,
         "memorized_fraction": float(np.mean(best > memorized_threshold)),
         "diversity_ssim_generated": metrics.mean_pairwise_ssim(generated),
-        "diversity_ssim_real": metrics.mean_pairwise_ssim(data_utils.random_subset(train, n, rng)),
+        "diversity_ssim_real": metrics.mean_pairwise_ssim(real_subset),
         "search_seconds": search_seconds,
         "search_pairs_per_s": n * len(train) / max(search_seconds, 1e-9),
     }
-    if test is not None:
-        report.update(n_test_references=len(test), test_held_out=test_held_out,
-                      **percentile_summary("test_nn_ssim", metrics.nearest_neighbour_scores(generated, test)))
-        if test_held_out:
-            real_queries = data_utils.random_subset(test, n, rng)
-            report.update(percentile_summary("real_test_nn_ssim",
-                                             metrics.nearest_neighbour_scores(real_queries, train)))
+    report["diversity_ratio"] = report["diversity_ssim_generated"] / report["diversity_ssim_real"]
+    if train_levels is not None:
+        train_levels = np.asarray(train_levels)
+        report["level_histogram_train"] = metrics.level_histogram(train_levels).tolist()
+        report["level_histogram_generated"] = metrics.level_histogram(train_levels[indices[:, 0]]).tolist()
+        report["level_distance"] = metrics.level_distance(train_levels[indices[:, 0]], train_levels)
+    if test is None:
+        return report, indices, scores
+    report.update(n_test_references=len(test), test_held_out=test_held_out,
+                  **percentile_summary("test_nn_ssim", metrics.nearest_neighbour_scores(generated, test)))
+    if test_held_out:
+        real_queries = data_utils.random_subset(test, n, rng)
+        real_index, real_score = (array[:, 0] for array in metrics.ssim_search(real_queries, train))
+        report.update(percentile_summary("real_test_nn_ssim", real_score))
+        report["realism"] = report["nn_ssim_median"] / report["real_test_nn_ssim_median"]
+        among_samples = np.median(metrics.nearest_neighbour_scores(real_queries, generated))
+        among_real = np.median(metrics.nearest_neighbour_scores(real_queries, real_subset))
+        report.update(recall=float(among_samples / among_real), recall_n_real=len(real_queries))
+        if train_levels is not None:
+            matched = train_levels[real_index]
+            resampled = matched[rng.integers(0, len(matched), n)] if len(matched) < n else matched
+            report["level_histogram_real"] = metrics.level_histogram(matched).tolist()
+            report["level_distance_real"] = metrics.level_distance(resampled, train_levels)
     return report, indices, scores
 
 
@@ -178,6 +205,7 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     ``fid`` (e.g. ``{"weights": "imagenet", "real": 2048, "input_size": 299}``)
     adds FID and KID.  Returns the report, with the paths it wrote.
     """
+    import plots
     import sampling
     from batches import sample_latents
 
@@ -191,7 +219,8 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     generated = sampling.generate_images(generator, sample_latents(n, config.latent_dim, seed))
     log(f"searching {len(train)} training and {len(test)} test images for the best match of each of {n} samples")
     summary, indices, scores = compare_with_real(generated, train, test, test_held_out="test" not in config.splits,
-                                                 seed=seed, memorized_threshold=memorized_threshold)
+                                                 seed=seed, memorized_threshold=memorized_threshold,
+                                                 train_levels=[data_utils.slice_level(f) for f in train_files])
     nn_index, nn_score = indices[:, 0], scores[:, 0]
     report = {"run": str(run_dir), "step": int(state["step"]), "arch": config.arch, "image_size": config.image_size,
               "seed": seed, "data": description, **summary}
@@ -206,6 +235,12 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     out.parent.mkdir(parents=True, exist_ok=True)
     matches_figure(generated, train, nn_index, nn_score).savefig(out.with_suffix(".png"), dpi=100)
     report["figure"] = str(out.with_suffix(".png"))
+    levels = out.with_name(out.stem + "-levels.png")
+    plots.levels_figure({name: report[f"level_histogram_{key}"] for name, key in
+                         (("training set", "train"), ("samples' best matches", "generated"),
+                          ("real test slices' best matches", "real")) if f"level_histogram_{key}" in report},
+                        metrics.LEVELS_PER_BAND).savefig(levels, dpi=100)
+    report["levels_figure"] = str(levels)
     temporary = out.with_name(out.name + ".tmp")
     temporary.write_text(json.dumps(report, indent=2) + "\n")
     temporary.replace(out)
@@ -245,17 +280,28 @@ def summary_lines(report: dict) -> list[str]:
                      f"median {report['test_nn_ssim_median']:.3f}")
     if "real_test_nn_ssim_median" in report:
         lines.append(f"yardstick, real test images vs training images: median {report['real_test_nn_ssim_median']:.3f}")
+    if "realism" in report:
+        lines.append(f"realism {report['realism']:.2f} (the samples' median best match over the yardstick's; "
+                     "real unseen slices score 1)")
+    if "level_distance" in report:
+        noise = (f"; real test slices {report['level_distance_real']:.2f}, the noise at n={report['n_generated']}"
+                 if "level_distance_real" in report else "")
+        lines.append(f"slice levels: distance {report['level_distance']:.2f} from the training set's "
+                     f"(0 the same, 1 disjoint{noise})")
+    if "recall" in report:
+        lines.append(f"recall {report['recall']:.2f} ({report['recall_n_real']} real test slices' median best match "
+                     f"among the {report['n_generated']} samples, over the same among as many training slices)")
     lines += [
         f"near-copies (best match > {report['memorized_threshold']}): {100 * report['memorized_fraction']:.1f}%",
         f"diversity (mean pairwise SSIM): generated {report['diversity_ssim_generated']:.3f}, "
-        f"real {report['diversity_ssim_real']:.3f}",
+        f"real {report['diversity_ssim_real']:.3f}, ratio {report['diversity_ratio']:.2f}",
         f"search: {report['search_seconds']:.1f} s ({report['search_pairs_per_s']:.0f} pairs/s)",
     ]
     if "fid" in report:
         lines.append(f"FID {report['fid']:.2f}, KID {report['kid_mean']:.4f} +- {report['kid_std']:.4f} "
                      f"({report['fid_weights']} weights; not comparable to published FIDs)")
     if "report" in report:
-        lines.append(f"report: {report['report']}  figure: {report['figure']}")
+        lines.append(f"report: {report['report']}  figures: {report['figure']}, {report['levels_figure']}")
     return lines
 
 

@@ -295,3 +295,30 @@ def summarize(scores) -> dict:
         "p90": float(np.percentile(scores, 90)),
         "mean": float(scores.mean()),
     }
+
+
+# ------------------------------------------------------------ slice levels
+# OASIS and the demo cohort number each subject's 32 axial slices from the bottom up; grouped into
+# 8 bands of 4, a band's share says how often a set of slices shows that part of the brain.
+LEVEL_BANDS = 8
+LEVELS_PER_BAND = 4
+
+
+def level_histogram(levels, bands: int = LEVEL_BANDS, per_band: int = LEVELS_PER_BAND) -> np.ndarray:
+    """Share of slices in each band of ``per_band`` consecutive levels (levels past the last band go in it)."""
+    levels = np.asarray(levels, dtype=np.int64)
+    if levels.size == 0:
+        raise ValueError("levels: need at least one slice level")
+    counts = np.bincount(np.minimum(levels // per_band, bands - 1), minlength=bands).astype(np.float64)
+    return counts / counts.sum()
+
+
+def total_variation(p, q) -> float:
+    """Total-variation distance between two histograms: 0 the same, 1 no overlap."""
+    return float(0.5 * np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).sum())
+
+
+def level_distance(levels, reference_levels) -> float:
+    """How far a set of slices' level histogram is from a reference set's (total variation over 8 bands)."""
+    return total_variation(level_histogram(levels), level_histogram(reference_levels))
+

@@ -185,6 +185,24 @@ def matches_figure(queries, matches, scores, labels=None, figure: Figure | None 
     return figure
 
 
+def levels_figure(histograms: dict, levels_per_band: int, figure: Figure | None = None) -> Figure:
+    """Side-by-side bars: each set's share of slices per band of slice levels (bottom of the brain first)."""
+    figure = figure or Figure(figsize=(7, 3.2), layout="constrained")
+    figure.clear()
+    axes = figure.subplots()
+    width = 0.8 / max(1, len(histograms))
+    for index, (name, shares) in enumerate(histograms.items()):
+        positions = np.arange(len(shares)) + (index - (len(histograms) - 1) / 2) * width
+        axes.bar(positions, shares, width=width, label=name)
+    bands = len(next(iter(histograms.values()))) if histograms else 0
+    axes.set_xticks(range(bands), [f"{b * levels_per_band}-{(b + 1) * levels_per_band - 1}" for b in range(bands)])
+    axes.set_xlabel("slice level (bottom to top)")
+    axes.set_ylabel("share of slices")
+    axes.set_title("Which slice levels the samples look like")
+    axes.legend(fontsize=8)
+    return figure
+
+
 def images_row(images, titles, figure: Figure | None = None) -> Figure:
     """Images in [-1, 1] side by side, each with its title."""
     figure = figure or Figure(figsize=(2.4 * len(images), 2.9), layout="constrained")

@@ -10,9 +10,10 @@ same seed, then runs ``evaluate.py --n N`` on it and copies its final sample
 grid and match figure into Resources/ (``compare-samples_<tag>.png``,
 ``compare-matches_<tag>.png``).  It prints one Markdown table, also written
 to ``Resources/compare-<size>px.md``: training time and speed as the run
-logged them, and the report's best-match SSIM against the training and test
-slices, the near-copy share and the diversity, beside the real test slices'
-own scores (the yardstick).
+logged them, and the report's best-match SSIM against the training slices,
+realism, slice-level distance (beside the noise at that n), recall,
+diversity ratio and near-copy share, beside the real test slices' own
+scores (the yardstick).
 """
 
 from __future__ import annotations
@@ -90,19 +91,21 @@ def main() -> None:
         f"{args.size}x{args.size}, seed {args.seed}, {first['data']}; evaluate.py --n {args.n}; "
         f"device: {rows[0][4]}",
         "",
-        "| arch | train time | images/s | best-match SSIM vs train: median (p10-p90) | vs unseen test | "
-        "near-copies | diversity (real) |",
-        "|---|---|---|---|---|---|---|",
+        "| arch | train time | images/s | best-match SSIM vs train: median (p10-p90) | realism | level distance "
+        "(noise) | recall | diversity ratio | near-copies |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")
     for arch, report, elapsed, rate, _ in rows:
         lines.append(
             f"| {arch} | {elapsed / 60:.1f} min | {rate:.1f} | {report['nn_ssim_median']:.3f} "
-            f"({report['nn_ssim_p10']:.3f}-{report['nn_ssim_p90']:.3f}) | "
-            f"{report.get('test_nn_ssim_median', float('nan')):.3f} | {100 * report['memorized_fraction']:.1f}% | "
-            f"{report['diversity_ssim_generated']:.3f} ({report['diversity_ssim_real']:.3f}) |")
+            f"({report['nn_ssim_p10']:.3f}-{report['nn_ssim_p90']:.3f}) | {report.get('realism', nan):.2f} | "
+            f"{report.get('level_distance', nan):.2f} ({report.get('level_distance_real', nan):.2f}) | "
+            f"{report.get('recall', nan):.2f} | {report['diversity_ratio']:.2f} | "
+            f"{100 * report['memorized_fraction']:.1f}% |")
     if "real_test_nn_ssim_median" in first:
         lines.append(f"| real test slices (yardstick) | | | {first['real_test_nn_ssim_median']:.3f} "
-                     f"({first['real_test_nn_ssim_p10']:.3f}-{first['real_test_nn_ssim_p90']:.3f}) | | | |")
+                     f"({first['real_test_nn_ssim_p10']:.3f}-{first['real_test_nn_ssim_p90']:.3f}) | 1 | | 1 | 1 | |")
     table = "\n".join(lines)
     print(table)
     out = resources / f"compare-{args.size}px.md"

@@ -1,0 +1,66 @@
+"""The sample-quality measures (realism, level coverage, recall, diversity ratio) separate good from bad.
+
+On a 10-subject demo cohort at 32x32: eight subjects train, one is the unseen test split, and the
+validate subject stands in for a perfect generator: real slices of a brain nobody trained on.
+"""
+
+import numpy as np
+import pytest
+
+import data_utils
+import evaluate
+import metrics
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    demo_dir = data_utils.make_demo_dataset(tmp_path_factory.mktemp("demo10"), n_subjects=10, seed=0)
+
+    def load(split):
+        files = data_utils.list_slice_files(demo_dir, (split,))
+        return data_utils.load_oasis(demo_dir, (split,), image_size=32, progress=False), files
+
+    (train, train_files), (validate, _), (test, _) = load("train"), load("validate"), load("test")
+    return train, [data_utils.slice_level(name) for name in train_files], validate, test
+
+
+def measure(generated, splits):
+    train, train_levels, _, test = splits
+    return evaluate.compare_with_real(generated, train, test, test_held_out=True, train_levels=train_levels)[0]
+
+
+def test_slice_levels_come_from_the_file_names():
+    assert data_utils.slice_level("data/keras_png_slices_train/case_012_slice_27.nii.png") == 27
+    with pytest.raises(data_utils.DataError, match="no slice number"):
+        data_utils.slice_level("case_012.png")
+
+
+def test_level_histogram_and_distance():
+    uniform = np.arange(32)
+    assert metrics.level_histogram(uniform).tolist() == [0.125] * 8
+    assert metrics.level_distance(uniform, uniform) == 0.0
+    assert metrics.level_distance([20] * 10, uniform) == pytest.approx(0.875)  # one band of eight
+    assert metrics.level_distance(np.arange(16), np.arange(16, 32)) == pytest.approx(1.0)
+
+
+def test_real_unseen_slices_score_about_one_on_realism_and_recall(splits):
+    report = measure(splits[2], splits)  # the validate subject: real, never trained on
+    assert 0.85 < report["realism"] < 1.15
+    assert 0.8 < report["recall"] < 1.2
+    assert report["level_distance"] < 0.4 and report["level_distance_real"] < 0.4
+    assert 0.8 < report["diversity_ratio"] < 1.25 and report["memorized_fraction"] == 0.0
+
+
+def test_a_generator_that_repeats_one_training_slice_is_caught(splits):
+    train, train_levels, validate, _ = splits
+    middle = int(np.flatnonzero(np.asarray(train_levels) == 18)[0])
+    copies = np.repeat(train[middle : middle + 1], len(validate), axis=0)
+    report = measure(copies, splits)
+    honest = measure(validate, splits)
+    assert report["realism"] > 1.2 * honest["realism"]  # every sample is a perfect match...
+    assert report["memorized_fraction"] == 1.0
+    assert report["level_distance"] == pytest.approx(0.875)  # ...of one slice level
+    assert report["recall"] < 0.8 * honest["recall"]  # and it covers few real brains
+    assert report["diversity_ratio"] > 2.0
+    lines = "\n".join(evaluate.summary_lines(report))
+    assert "realism" in lines and "slice levels: distance 0.88" in lines and "recall" in lines
