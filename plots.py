@@ -111,7 +111,7 @@ def _plot_ssim(axes, steps, values) -> None:
     axes.set_xlabel("step")
     axes.set_ylabel("SSIM")
     axes.set_title("Samples vs training set" if measured else "SSIM (not measured yet)")
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper left")  # early values sit low, where a lower legend hides them
 
 
 def history_figure(history: dict[str, list[float]], figure: Figure | None = None) -> Figure:
