@@ -39,10 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def flag_message(error: Exception) -> str:
     """The error's message, with a config field replaced by the flag that sets it."""
-    import data_utils
-
     if isinstance(error, config.ConfigError):
         return f"{config.flag_of(error.field) or error.field}: {error.reason}"
+    import data_utils
+
     if isinstance(error, data_utils.DataError):
         return f"--data: {error}"
     return str(error)
@@ -55,17 +55,18 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
     if args.checkpoint and not args.resume:
         raise argparse.ArgumentError(None, "--checkpoint: picks the checkpoint that --resume continues from; "
                                            "add --resume")
-    from run_folder import RunFolder, check_writable  # NumPy and PIL, no Keras
-
-    if args.resume:
-        if not args.out:
-            raise argparse.ArgumentError(None, "--resume needs --out RUN, the run folder to continue")
-        deterministic = settings.get("deterministic", RunFolder(args.out).read_config().deterministic)
-        check_writable(args.out, "--out", folder=True)
-    else:
+    if args.resume and not args.out:
+        raise argparse.ArgumentError(None, "--resume needs --out RUN, the run folder to continue")
+    if not args.resume:  # the flags alone, before anything heavier is imported
         if not settings.get("demo") and not settings.get("data_dir"):
             raise config.ConfigError("data_dir", "give --demo or --data DIR")
         config.TrainConfig.from_dict(config.with_length_defaults(settings, CPU_IMAGE_SIZE)).validate()
+    from run_folder import RunFolder, check_writable  # NumPy, PIL and matplotlib, no Keras
+
+    if args.resume:
+        deterministic = settings.get("deterministic", RunFolder(args.out).read_config().deterministic)
+        check_writable(args.out, "--out", folder=True)
+    else:
         if settings.get("data_dir"):
             import data_utils
 
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     except argparse.ArgumentError as error:
         parser.error(error.message)
     except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError, RuntimeError) as error:
-        if isinstance(error, ending_errors()):
+        if not isinstance(error, config.ConfigError) and isinstance(error, ending_errors()):
             print(f"error: {error}", file=sys.stderr)
             return 1
         parser.error(flag_message(error))  # ConfigError, DataError, CheckpointError: each names its flag or file
