@@ -33,7 +33,7 @@ def browser_missing() -> str | None:
         if shutil.which(program) is None:
             return f"{program} is not installed (apt-get install chromium chromium-driver; pip install jupyterlab)"
     try:
-        import selenium  # noqa: F401
+        import selenium  # noqa: F401  (only whether it imports)
     except ImportError:
         return "selenium is not installed (pip install selenium)"
     return None
