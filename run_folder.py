@@ -298,11 +298,18 @@ class RunFolder:
         return sorted(self.samples_dir.glob("step_*.png"))
 
     @_reports_write_errors
-    def save_final_figures(self, images: np.ndarray | None) -> tuple[Path, Path]:
-        """``samples.png`` (the final grid; None: keep the one there) and ``losses.png`` (the curves so far)."""
+    def save_final_figures(self, images: np.ndarray) -> tuple[Path, Path]:
+        """``samples.png`` (the final grid) and ``losses.png`` (the curves so far).
+
+        Images that are not finite (a diverged run) give way to the newest
+        sample grid saved while they still were.
+        """
         samples, losses = self.path / FINAL_SAMPLES, self.path / LOSS_PLOT
-        if images is not None:
-            data_utils.save_image_grid(samples, images)
+        grids = self.sample_grids()
+        if np.isfinite(images).all() or not grids:
+            data_utils.save_image_grid(samples, np.nan_to_num(images))
+        else:
+            shutil.copyfile(grids[-1], samples)
         plots.save_history_plot(self.history_path, losses)
         return samples, losses
 

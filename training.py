@@ -45,7 +45,7 @@ import metrics
 import sampling
 from batches import BatchSampler, latent_grid
 from config import ConfigError, TrainConfig
-from run_folder import FINAL_SAMPLES, RunFolder, WriteError, free_bytes
+from run_folder import RunFolder, WriteError, free_bytes
 
 MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
 # A BCE loss of L needs a logit of about -L on the wrong side: healthy GAN losses stay under ~20, and a
@@ -402,13 +402,7 @@ class Trainer:
         """End the session on divergence: the final figures from the last finite samples; the error to raise."""
         self._pending.clear()
         self._end_session()
-        grids = self.run.sample_grids()
-        samples = self.sample()
-        if np.isfinite(samples).all() or not grids:
-            self.run.save_final_figures(np.nan_to_num(samples))
-        else:  # the newest grid saved while the weights were still finite
-            shutil.copyfile(grids[-1], self.run_dir / FINAL_SAMPLES)
-            self.run.save_final_figures(None)
+        self.run.save_final_figures(self.sample())
         kept = self.run.latest_checkpoint()
         advice = ("resume it from there" if kept else
                   "resuming starts it again from step 0 with its config (change the rates with --g-lr/--d-lr)")
