@@ -1,13 +1,18 @@
 """One object per architecture: what it builds, its step, its extra state, which generator samples.
 
-``for_config(config)`` returns the run's ``Architecture``:
+``for_config(config)`` returns the run's ``GAN``:
 
-* ``DCGAN`` ("dcgan", "dcgan-classic"): G, D, two Adam optimizers and the
-  plain BCE step (objectives.gan_objectives).  G draws the samples.
-* ``StyleGAN2`` ("stylegan"): adds the averaged generator (EMA) that draws
-  every sample, adaptive augmentation of what D sees (its probability p is
-  training state), style mixing, and the lazy R1 penalty: two compiled
-  variants of the step, with R1 on every ``r1_every``-th step.
+* every architecture has G, D, two Adam optimizers and a compiled step.  With
+  none of the regularisers below (the seeds' "dcgan" and "dcgan-classic" as
+  they trained) the step is the plain BCE one (objectives.gan_objectives),
+  and G draws the samples.
+* the regularisers, each a setting that any architecture takes ("stylegan"
+  and "dcgan-plus" have all three by default; see config.resolved):
+  ``ema_kimg`` > 0 adds an averaged generator (EMA) that draws every sample;
+  ``augment="ada"`` shows D adaptively augmented images (its probability p is
+  training state); ``r1_gamma`` > 0 adds the lazy R1 penalty, with two
+  compiled variants of the step and R1 on every ``r1_every``-th step.
+* ``StyleGAN2`` ("stylegan") adds style mixing.
 
 The trainer (training.py) calls ``build(engine, distribution)`` once, then
 ``train_step(step, real_images, latent_vectors)`` per step; checkpoints take
@@ -49,22 +54,28 @@ def build_networks(config: TrainConfig):
     return generator, discriminator
 
 
-class DCGAN:
-    """Seed 000's DCGAN and the classic Radford et al. DCGAN: G, D, Adam, BCE."""
-
-    augments = False  # whether D sees adaptively augmented images (config.augment)
+class GAN:
+    """G, D, Adam and the BCE step, with whichever regularisers the config turns on."""
 
     def __init__(self, config: TrainConfig):
         self.config = config
         self.generator = self.discriminator = self.g_optimizer = self.d_optimizer = None
+        self.generator_ema = self.augment_seed = None
         self.augment = augment.AdaptiveAugment(config.batch_size, config.ada_target, config.ada_kimg,
-                                               enabled=self.augments and config.augment == "ada")
+                                               enabled=config.augment == "ada")
+        self.averages = config.ema_kimg > 0
+        self.regularised = self.averages or self.augment.enabled or config.r1_gamma > 0
 
     def build(self, engine, distribution=None) -> None:
-        """Models and optimizers (inside the distribution's scope), then the compiled step."""
+        """Models and optimizers (inside the distribution's scope), then the compiled step(s)."""
         with engine.distribution_scope(distribution):
             self.generator, self.discriminator = build_networks(self.config)
             self.g_optimizer, self.d_optimizer = make_optimizers(self.config)
+            if self.averages:
+                self.generator_ema = build_networks(self.config)[0]
+                self.generator_ema.set_weights(self.generator.get_weights())
+            if self.augment.enabled:
+                self.augment_seed = keras.random.SeedGenerator(self.config.seed)
             self._build_extras()
             # The optimizers' variables are created now: inside a compiled step they would cost a second trace.
             self.g_optimizer.build(self.generator.trainable_variables)
@@ -72,7 +83,7 @@ class DCGAN:
             self._compile(engine, distribution)
 
     def _build_extras(self) -> None:
-        """More networks or state, built in the same scope (StyleGAN's EMA and augmentation RNG)."""
+        """What a subclass adds to the networks once they are built (StyleGAN's style mixing)."""
 
     def _spec(self, forward, **more) -> objectives.StepSpec:
         return objectives.StepSpec(self.generator, self.discriminator, self.g_optimizer, self.d_optimizer,
@@ -80,23 +91,53 @@ class DCGAN:
                                    self.config.image_size, jit_compile=self.config.jit_compile, **more)
 
     def _compile(self, engine, distribution) -> None:
-        def forward(real_images, latent_vectors):
-            return objectives.gan_objectives(self.generator, self.discriminator, real_images, latent_vectors)
+        if not self.regularised:
+            def forward(real_images, latent_vectors):
+                return objectives.gan_objectives(self.generator, self.discriminator, real_images, latent_vectors)
 
-        self.step_fn = engine.compile_step(self._spec(forward), distribution)
+            self.plain_step = self.r1_step = engine.compile_step(self._spec(forward), distribution)
+            return
+
+        def variant(r1_weight: float):
+            def forward(real_images, latent_vectors, augment_p, ema_beta):
+                return objectives.regularised_objectives(
+                    self.generator, self.discriminator, self.augment_seed, real_images, latent_vectors, augment_p,
+                    r1_weight, engine.input_gradient, augments=self.augment.enabled)
+
+            extra_state = (self.augment_seed.state,) if self.augment.enabled else ()
+            spec = self._spec(forward, scalars=("augment_p", "ema_beta"), extra_state=extra_state,
+                              generator_ema=self.generator_ema)
+            return engine.compile_step(spec, distribution)
+
+        # Lazy R1: gamma / 2 x the penalty on every r1_every-th step, so x r1_every there.
+        self.plain_step = variant(0.0)
+        self.r1_step = variant(self.config.r1_gamma / 2 * self.config.r1_every) if self.config.r1_gamma > 0 \
+            else self.plain_step
 
     def train_step(self, step: int, real_images, latent_vectors) -> dict:
-        """One update of D and G for step ``step``; returns its metrics."""
-        return self.step_fn(real_images, latent_vectors)
+        """One update of D and G for step ``step`` (with R1 every r1_every steps); returns its metrics."""
+        if not self.regularised:
+            return self.plain_step(real_images, latent_vectors)
+        step_fn = self.r1_step if step % self.config.r1_every == 0 else self.plain_step
+        beta = objectives.ema_beta(self.config.batch_size, (step + 1) * self.config.batch_size,
+                                   self.config.ema_kimg) if self.averages else 0.0
+        metrics = dict(step_fn(real_images, latent_vectors, np.float32(self.augment.probability), np.float32(beta)))
+        self.augment.observe(float(metrics.pop("real_sign")))  # D's verdicts feed ADA
+        return metrics
 
     @property
     def sampling_generator(self):
-        """The generator that draws samples (and is evaluated)."""
-        return self.generator
+        """The generator that draws samples (and is evaluated): the average when there is one."""
+        return self.generator_ema if self.averages else self.generator
 
     def checkpoint_parts(self) -> dict:
         """Networks and variables a checkpoint holds besides G, D and the optimizers."""
-        return {}
+        parts = {}
+        if self.averages:
+            parts["extra_models"] = {checkpoints.EMA_MODEL: self.generator_ema}
+        if self.augment.enabled:
+            parts["extra_variables"] = {"augment_seed": [self.augment_seed.state]}
+        return parts
 
     def state(self) -> dict:
         """Plain training state saved in the checkpoint's state.json (and restored by ``load_state``)."""
@@ -110,66 +151,29 @@ class DCGAN:
         return {"augment_p": self.augment.probability} if self.augment.enabled else {}
 
     def describe(self) -> list[str]:
-        """Lines about what the architecture adds to G and D (the notebook shows them)."""
-        return []
+        """Lines about what the regularisers add to G and D (the notebook shows them)."""
+        lines = []
+        if self.averages:
+            lines.append(f"plus an exponential moving average of the generator "
+                         f"({self.generator_ema.count_params():,} parameters, half-life "
+                         f"{self.config.ema_kimg:g}k images), which draws every sample")
+        if self.config.r1_gamma > 0:
+            lines.append(f"R1 penalty on D, gamma {self.config.r1_gamma:g}, every {self.config.r1_every} steps")
+        if self.augment.enabled:
+            lines.append(f"adaptive augmentation of what D sees (target {self.config.ada_target:g})")
+        return lines
 
 
-class StyleGAN2(DCGAN):
-    """StyleGAN2 with R1 (lazy), style mixing, a generator EMA and adaptive augmentation."""
-
-    augments = True
-
-    def __init__(self, config: TrainConfig):
-        super().__init__(config)
-        self.generator_ema = self.augment_seed = None
+class StyleGAN2(GAN):
+    """StyleGAN2: the regularised GAN with style mixing in its generator."""
 
     def _build_extras(self) -> None:
         self.generator.mixing_probability = self.config.style_mixing
-        self.generator_ema = build_networks(self.config)[0]
-        self.generator_ema.set_weights(self.generator.get_weights())
-        self.augment_seed = keras.random.SeedGenerator(self.config.seed)
-
-    def _compile(self, engine, distribution) -> None:
-        def variant(r1_weight: float):
-            def forward(real_images, latent_vectors, augment_p, ema_beta):
-                return objectives.stylegan_objectives(self.generator, self.discriminator, self.augment_seed,
-                                                      real_images, latent_vectors, augment_p, r1_weight,
-                                                      engine.input_gradient)
-
-            spec = self._spec(forward, scalars=("augment_p", "ema_beta"), extra_state=(self.augment_seed.state,),
-                              generator_ema=self.generator_ema)
-            return engine.compile_step(spec, distribution)
-
-        # Lazy R1: gamma / 2 x the penalty on every r1_every-th step, so x r1_every there.
-        self.plain_step = variant(0.0)
-        self.r1_step = variant(self.config.r1_gamma / 2 * self.config.r1_every)
-
-    def train_step(self, step: int, real_images, latent_vectors) -> dict:
-        """One update (with R1 every r1_every steps); the EMA moves, and D's verdicts feed ADA."""
-        step_fn = self.r1_step if step % self.config.r1_every == 0 else self.plain_step
-        beta = objectives.ema_beta(self.config.batch_size, (step + 1) * self.config.batch_size,
-                                   self.config.ema_kimg)
-        metrics = step_fn(real_images, latent_vectors, np.float32(self.augment.probability), np.float32(beta))
-        metrics = dict(metrics)
-        self.augment.observe(float(metrics.pop("real_sign")))
-        return metrics
-
-    @property
-    def sampling_generator(self):
-        return self.generator_ema
-
-    def checkpoint_parts(self) -> dict:
-        return {"extra_models": {checkpoints.EMA_MODEL: self.generator_ema},
-                "extra_variables": {"augment_seed": [self.augment_seed.state]}}
-
-    def describe(self) -> list[str]:
-        return [f"plus an exponential moving average of the generator ({self.generator_ema.count_params():,} "
-                "parameters), which draws every sample"]
 
 
-ARCHITECTURE_CLASSES = {"dcgan": DCGAN, "dcgan-classic": DCGAN, "stylegan": StyleGAN2}
+ARCHITECTURE_CLASSES = {"dcgan": GAN, "dcgan-classic": GAN, "dcgan-plus": GAN, "stylegan": StyleGAN2}
 
 
-def for_config(config: TrainConfig) -> DCGAN:
+def for_config(config: TrainConfig) -> GAN:
     """The architecture object of a (validated, resolved) config."""
     return ARCHITECTURE_CLASSES[config.arch](config)

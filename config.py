@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 BACKENDS = ("tensorflow", "jax")  # the Keras backends a run trains on (KERAS_BACKEND; unset: tensorflow)
-ARCHITECTURES = ("dcgan", "dcgan-classic", "stylegan")
+ARCHITECTURES = ("dcgan", "dcgan-classic", "dcgan-plus", "stylegan")
 IMAGE_SIZES = (32, 64, 128, 256)
 SPLITS = ("train", "validate", "test")
 AUGMENT_MODES = ("ada", "off")
@@ -39,9 +39,15 @@ ARCH_DEFAULTS = {
               "beta_2": 0.999},
     "dcgan-classic": {"latent_dim": 100, "g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5,
                       "beta_2": 0.999},
+    "dcgan-plus": {"latent_dim": 100, "g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5,
+                   "beta_2": 0.999},
     "stylegan": {"latent_dim": 512, "g_learning_rate": 2e-3, "d_learning_rate": 2e-3, "beta_1": 0.0,
                  "beta_2": 0.99},
 }
+# The architectures trained with every regulariser by default: R1 (gamma from r1_gamma_rule),
+# a generator EMA (half-life from ema_kimg_rule) that draws the samples, and adaptive
+# augmentation.  The seeds' DCGANs train as they did (all three off) unless asked.
+REGULARISED = ("dcgan-plus", "stylegan")
 # Training length when neither --epochs nor --steps is given: `--demo` alone must finish in
 # under 10 minutes on 2 CPU cores, cohort build included (700 steps of 16 at 64x64).
 DEMO_LENGTH = {"steps": 700, "batch_size": 16}
@@ -97,7 +103,7 @@ def setting(default=None, help="", *, flag=None, type=None, choices=None, action
 
 def _arch_default_help(name: str) -> str:
     values = {arch: defaults[name] for arch, defaults in ARCH_DEFAULTS.items()}
-    if len(set(values.values())) == 2 and values["dcgan"] == values["dcgan-classic"]:
+    if len(set(values.values())) == 2 and values["dcgan"] == values["dcgan-classic"] == values["dcgan-plus"]:
         return f"dcgans {values['dcgan']:g}, stylegan {values['stylegan']:g}"
     return ", ".join(f"{arch} {value:g}" for arch, value in values.items())
 
@@ -119,7 +125,9 @@ class TrainConfig:
                             flag="--splits", type=str, choices=SPLITS, action="append", notebook="SPLITS")
     limit: int | None = setting(None, "use only the first N images (quick trials)", flag="--limit", type=int)
     # --- model
-    arch: str = setting("dcgan", "dcgan (seed 000), dcgan-classic (Radford et al.) or stylegan (StyleGAN2)",
+    arch: str = setting("dcgan-plus", "dcgan-plus (dcgan-classic's networks with R1, a generator EMA and "
+                                      "adaptive augmentation), dcgan (seed 000), dcgan-classic (Radford et al.) "
+                                      "or stylegan (StyleGAN2)",
                         flag="--arch", type=str, choices=ARCHITECTURES, notebook="ARCH", widget="architecture")
     image_size: int = setting(64, "image side; train.py's default is 256 with a GPU, 64 on the CPU",
                               flag="--image-size", type=int, choices=IMAGE_SIZES, notebook="IMAGE_SIZE",
@@ -136,6 +144,9 @@ class TrainConfig:
         None, f"generator updates (--demo alone: {DEMO_LENGTH['steps']} at batch {DEMO_LENGTH['batch_size']}; "
               f"--data alone: {DATA_EPOCHS} epochs)",
         flag="--steps", type=int, exclusive="length", notebook="STEPS", widget="steps (0: use epochs)")
+    minutes: float | None = setting(
+        None, "also stop after this many minutes of training, counted over every session (a checkpoint is "
+              "saved; --resume with a larger value goes on)", flag="--minutes", type=float, metavar="M")
     g_learning_rate: float | None = setting(
         None, f"generator learning rate (default {_arch_default_help('g_learning_rate')})", flag="--g-lr",
         type=float, notebook="G_LEARNING_RATE", widget="G learning rate (blank: default)")
@@ -149,21 +160,26 @@ class TrainConfig:
     flip: bool = setting(True, "no random left-right flips (seed 002 flipped: hemispheres are near-symmetric)",
                          flag="--no-flip", type=bool, action="store_false", notebook="FLIP",
                          widget="left-right flips")
-    # --- stylegan only (the DCGANs ignore these)
-    r1_gamma: float | None = setting(None, "R1 penalty weight (default 0.0002 * size^2 / batch)",
-                                     flag="--r1-gamma", type=float, group="stylegan")
+    # --- regularisers: any architecture (dcgan-plus and stylegan have all three unless set to 0 / off)
+    r1_gamma: float | None = setting(
+        None, "R1 penalty weight, 0: off (default: dcgan-plus and stylegan 0.0002 * size^2 / batch, the "
+              "seeds' dcgans 0)", flag="--r1-gamma", type=float, group="regularisers")
     r1_every: int = setting(16, "steps between R1 penalties (lazy regularisation)", flag="--r1-every", type=int,
-                            group="stylegan")
+                            group="regularisers")
+    ema_kimg: float | None = setting(
+        None, "half-life of the generator's moving average (EMA), which then draws the samples, in thousands "
+              "of images, 0: off (default: dcgan-plus and stylegan batch*10/32, the seeds' dcgans 0)",
+        flag="--ema-kimg", type=float, group="regularisers")
+    augment: str | None = setting(
+        None, "adaptive discriminator augmentation (default: dcgan-plus and stylegan ada, the seeds' dcgans off)",
+        flag="--augment", type=str, choices=AUGMENT_MODES, group="regularisers")
+    ada_target: float = setting(0.6, "ADA raises p while E[sign(D(real))] is above this", flag="--ada-target",
+                                type=float, group="regularisers")
+    ada_kimg: float = setting(100.0, "thousands of images for p to go from 0 to 1 (ADA paper: 500)",
+                              flag="--ada-kimg", type=float, group="regularisers")
+    # --- stylegan only (the others ignore it)
     style_mixing: float = setting(0.9, "probability that a batch mixes two latents' styles",
                                   flag="--style-mixing", type=float, group="stylegan")
-    ema_kimg: float | None = setting(None, "generator EMA half-life in thousands of images (default batch*10/32)",
-                                     flag="--ema-kimg", type=float, group="stylegan")
-    augment: str = setting("ada", "adaptive discriminator augmentation", flag="--augment", type=str,
-                           choices=AUGMENT_MODES, group="stylegan")
-    ada_target: float = setting(0.6, "ADA raises p while E[sign(D(real))] is above this", flag="--ada-target",
-                                type=float, group="stylegan")
-    ada_kimg: float = setting(100.0, "thousands of images for p to go from 0 to 1 (ADA paper: 500)",
-                              flag="--ada-kimg", type=float, group="stylegan")
     # --- bookkeeping
     seed: int = setting(0, "one seed makes a CPU run reproducible (with --deterministic, bit for bit)",
                         flag="--seed", type=int, notebook="SEED")
@@ -206,11 +222,13 @@ class TrainConfig:
         """A copy with every setting left to the architecture filled in (see ARCH_DEFAULTS and the rules)."""
         filled = {name: value for name, value in ARCH_DEFAULTS.get(self.arch, {}).items()
                   if getattr(self, name) is None}
-        if self.arch == "stylegan":
-            if self.r1_gamma is None:
-                filled["r1_gamma"] = r1_gamma_rule(self.image_size, self.batch_size)
-            if self.ema_kimg is None:
-                filled["ema_kimg"] = ema_kimg_rule(self.batch_size)
+        regularised = self.arch in REGULARISED
+        if self.r1_gamma is None:
+            filled["r1_gamma"] = r1_gamma_rule(self.image_size, self.batch_size) if regularised else 0.0
+        if self.ema_kimg is None:
+            filled["ema_kimg"] = ema_kimg_rule(self.batch_size) if regularised else 0.0
+        if self.augment is None:
+            filled["augment"] = "ada" if regularised else "off"
         return dataclasses.replace(self, **filled)
 
     # --- checks
@@ -241,11 +259,13 @@ class TrainConfig:
         for name in ("beta_1", "beta_2"):
             _check(self, name, _is_number, "a number in [0, 1)", lambda value: 0.0 <= value < 1.0, optional=True)
         _check(self, "r1_gamma", _is_number, "a non-negative number", lambda value: value >= 0, optional=True)
-        _check(self, "ema_kimg", _is_number, "a positive number", lambda value: value > 0, optional=True)
+        _check(self, "minutes", _is_number, "a positive number", lambda value: value > 0, optional=True)
+        _check(self, "ema_kimg", _is_number, "a non-negative number (0: off)", lambda value: value >= 0,
+               optional=True)
         _check(self, "ada_kimg", _is_number, "a positive number", lambda value: value > 0)
         for name in ("style_mixing", "ada_target"):
             _check(self, name, _is_number, "a number in [0, 1]", lambda value: 0.0 <= value <= 1.0)
-        for name, allowed in (("precision", PRECISIONS), ("augment", AUGMENT_MODES)):
+        for name, allowed in (("precision", PRECISIONS), ("augment", (*AUGMENT_MODES, None))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
         _check(self, "devices", _is_int, "a positive integer or -1 (all)", lambda value: value >= 1 or value == -1)
@@ -332,7 +352,8 @@ def device_count(text: str) -> int:
     return count
 
 
-GROUP_TITLES = {"speed": "speed and scale (see docs/speed.md)", "stylegan": "stylegan only"}
+GROUP_TITLES = {"regularisers": "regularisers, for any architecture (see docs/architectures.md)",
+                "stylegan": "stylegan only", "speed": "speed and scale (see docs/speed.md)"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,12 @@ no I/O and no plotting.
 
 Architectures (``arch``):
 
-``"dcgan"`` (seed 000's design, the default)
+``"dcgan-plus"`` (the default)
+    dcgan-classic's networks, trained with the regularisers of StyleGAN2-ADA
+    (architectures.py): R1 on D, a generator EMA that draws the samples, and
+    adaptive augmentation.  On the CPU demo budget it is the most realistic
+    (docs/results.md).
+``"dcgan"`` (seed 000's design)
     G: latent 256 -> dense -> (S/8, S/8, C) -> three 4x4 stride-2 transposed
     convs (256, 128, 64 filters) -> two 3x3 convs (32, then 1 + tanh);
     batchnorm and LeakyReLU(0.2) after every layer but the last.  4x4 kernels
@@ -74,7 +79,7 @@ def build_generator(arch: str = "dcgan", image_size: int = 256, latent_dim: int 
     """``(B, latent_dim)`` latent vectors -> ``(B, S, S, 1)`` images in [-1, 1]."""
     check_arch(arch, image_size)
     latent_dim = _resolve_latent(arch, latent_dim)
-    builders = {"dcgan": _dcgan_generator, "dcgan-classic": _classic_generator,
+    builders = {"dcgan": _dcgan_generator, "dcgan-classic": _classic_generator, "dcgan-plus": _classic_generator,
                 "stylegan": stylegan.build_generator}
     return builders[arch](image_size, latent_dim)
 
@@ -83,7 +88,7 @@ def build_discriminator(arch: str = "dcgan", image_size: int = 256) -> keras.Mod
     """``(B, S, S, 1)`` images -> ``(B, 1)`` logits (real = 1, fake = 0)."""
     check_arch(arch, image_size)
     builders = {"dcgan": _dcgan_discriminator, "dcgan-classic": _classic_discriminator,
-                "stylegan": stylegan.build_discriminator}
+                "dcgan-plus": _classic_discriminator, "stylegan": stylegan.build_discriminator}
     return builders[arch](image_size)
 
 

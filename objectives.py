@@ -5,11 +5,13 @@ vectors ``(B, latent_dim)`` standard normal; discriminator logits ``(B, 1)``
 with real = 1 and fake = 0.  Losses are computed in float32 whatever the
 models' (mixed) precision.
 
-* ``gan_objectives``: the DCGANs' forward pass and BCE losses.
-* ``stylegan_objectives``: StyleGAN2's, with adaptive augmentation of what
-  D sees (augment.py) and the R1 penalty.
+* ``gan_objectives``: the plain forward pass and BCE losses (the seeds'
+  DCGANs as they trained).
+* ``regularised_objectives``: the same with adaptive augmentation of what D
+  sees (augment.py) and the R1 penalty (stylegan, dcgan-plus, and any
+  architecture given --augment ada or --r1-gamma).
 * ``ema_beta`` and ``moving_average``: the generator's exponential moving
-  average, which draws StyleGAN's samples.
+  average, which draws the samples when --ema-kimg is above 0.
 
 Each objective returns ``(g_loss, d_objective, metrics)``; the engines
 (steps_tf.py, steps_jax.py) differentiate them.  This module imports no
@@ -63,31 +65,32 @@ def gan_objectives(generator, discriminator, real_images, latent_vectors):
     return g_loss, d_loss, {"g_loss": g_loss, "d_loss": d_loss, **verdict_metrics(real_logits, fake_logits)}
 
 
-def stylegan_objectives(generator, discriminator, seed_generator, real_images, latent_vectors, augment_p,
-                        r1_weight: float, input_gradient):
-    """Forward pass of a StyleGAN2 step -> (g_loss, d_objective, metrics).
+def regularised_objectives(generator, discriminator, seed_generator, real_images, latent_vectors, augment_p,
+                           r1_weight: float, input_gradient, augments: bool = True):
+    """Forward pass of a regularised step -> (g_loss, d_objective, metrics).
 
-    D sees real and generated images through the same random augmentation
-    (probability ``augment_p``, see augment.py).  With ``r1_weight`` > 0 the
+    With ``augments``, D sees real and generated images through the same
+    random augmentation (probability ``augment_p``, see augment.py).  With ``r1_weight`` > 0 the
     discriminator's objective gains ``r1_weight`` x the R1 penalty, the
     squared gradient norm of D at the real images (lazy regularisation: the
     caller runs this variant every ``r1_every`` steps with the weight scaled
     up to match).  ``input_gradient(fn, x)`` is the engine's
     ``(fn(x), d sum(fn(x)) / dx)``, differentiable again.
     """
-    generated_images = as_float32(generator(latent_vectors, training=True))  # augmentation runs in float32
-    fake_logits = as_float32(discriminator(augment.augment(generated_images, augment_p, seed_generator),
-                                           training=True))
+    def judge(images):
+        if augments:
+            images = augment.augment(images, augment_p, seed_generator)
+        return as_float32(discriminator(images, training=True))
 
-    def judge_real(images):
-        return as_float32(discriminator(augment.augment(images, augment_p, seed_generator), training=True))
+    generated_images = as_float32(generator(latent_vectors, training=True))  # augmentation runs in float32
+    fake_logits = judge(generated_images)
 
     g_loss = generator_loss(fake_logits)
     if r1_weight:
-        real_logits, r1_gradients = input_gradient(judge_real, real_images)
+        real_logits, r1_gradients = input_gradient(judge, real_images)
         r1_penalty = keras.ops.mean(keras.ops.sum(keras.ops.square(as_float32(r1_gradients)), axis=(1, 2, 3)))
     else:
-        real_logits = judge_real(real_images)
+        real_logits = judge(real_images)
     d_loss = discriminator_loss(real_logits, fake_logits)
     metrics = {"g_loss": g_loss, "d_loss": d_loss, **verdict_metrics(real_logits, fake_logits),
                "real_sign": keras.ops.mean(keras.ops.sign(real_logits))}  # ADA's overfitting signal r_t

@@ -37,7 +37,7 @@ import numpy as np
 import checkpoints
 import data_utils
 import plots
-from config import TrainConfig
+from config import REGULARISED, TrainConfig
 
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
@@ -246,6 +246,10 @@ class RunFolder:
             values = json.loads(path.read_text())
         except ValueError as exc:
             raise ValueError(f"{path} is not valid JSON ({exc})") from exc
+        if values.get("arch") not in REGULARISED and values.get("r1_gamma") is None and values.get("ema_kimg") is None:
+            # Written before R1, the EMA and augmentation applied to every architecture (config.json has
+            # held resolved values since): these DCGANs trained without them, whatever "augment" says.
+            values.update(r1_gamma=0.0, ema_kimg=0.0, augment="off")
         return TrainConfig.from_dict(values).resolved()
 
     # --- history

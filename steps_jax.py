@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
+from keras.src.backend.common.stateless_scope import get_stateless_scope  # the scope a step runs in (public class)
 
 import batches
 import objectives
@@ -36,8 +37,26 @@ DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 def input_gradient(function, inputs):
-    """``(function(inputs), d sum(function(inputs)) / d inputs)``, differentiable again."""
-    outputs, pullback = jax.vjp(function, inputs)
+    """``(function(inputs), d sum(function(inputs)) / d inputs)``, differentiable again.
+
+    State that ``function`` updates (batchnorm statistics in a DCGAN's D,
+    under R1) goes into the enclosing ``keras.StatelessScope`` after the
+    pullback, as jax.vjp's auxiliary output: written from inside, a traced
+    value would leak out of the transformation.
+    """
+    scope = get_stateless_scope()
+    mapping = scope.state_mapping if scope is not None else {}
+
+    def traced(values):
+        before = dict(mapping)
+        outputs = function(values)
+        changed = {key: value for key, value in mapping.items() if before.get(key) is not value}
+        mapping.clear()
+        mapping.update(before)
+        return outputs, changed
+
+    outputs, pullback, changed = jax.vjp(traced, inputs, has_aux=True)
+    mapping.update(changed)
     (gradient,) = pullback(jnp.ones_like(outputs))
     return outputs, gradient
 

@@ -86,6 +86,13 @@ def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
                 "for; resume it with its own settings or start a new run folder",
             )
     merged = TrainConfig.from_dict({**saved.to_dict(), **changes}).validate().resolved()
+    for name, on, kept in (("ema_kimg", lambda config: config.ema_kimg > 0, "a generator average (EMA)"),
+                           ("augment", lambda config: config.augment == "ada", "augmentation state")):
+        if on(saved) != on(merged):
+            raise ConfigError(
+                name, f"{run.path} was trained {'with' if on(saved) else 'without'} {kept}; it cannot be turned "
+                      f"{'off' if on(saved) else 'on'} when a run resumes (its checkpoints "
+                      f"{'hold' if on(saved) else 'lack'} it); start a new run folder")
     if (saved.precision == "mixed_float16") != (merged.precision == "mixed_float16"):
         raise ConfigError(
             "precision",
@@ -254,7 +261,9 @@ class Trainer:
 
     @property
     def done(self) -> bool:
-        return self.step >= self.total_steps
+        """All steps taken, or the config's time budget (``minutes``) spent."""
+        out_of_time = self.config.minutes is not None and self.elapsed >= 60.0 * self.config.minutes
+        return self.step >= self.total_steps or out_of_time
 
     @property
     def elapsed(self) -> float:

@@ -6,7 +6,7 @@ import pytest
 import modelscript
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "dcgan-classic"])
+@pytest.mark.parametrize("arch", ["dcgan", "dcgan-classic", "dcgan-plus"])
 @pytest.mark.parametrize("size", [32, 64, 128, 256])
 def test_shapes_and_ranges(arch, size):
     generator = modelscript.build_generator(arch, size)

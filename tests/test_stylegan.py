@@ -189,12 +189,17 @@ def test_stylegan_settings_are_checked_and_defaulted():
     assert config.r1_gamma == pytest.approx(0.0002 * 32**2 / 8) and config.ema_kimg == pytest.approx(8 * 10 / 32)
     dcgan = TrainConfig(data_dir="x", steps=1).validate().resolved()
     assert (dcgan.g_learning_rate, dcgan.d_learning_rate, dcgan.beta_1) == (2e-4, 1e-4, 0.5)
-    assert dcgan.r1_gamma is None  # a StyleGAN setting: the DCGANs leave it unset
+    # The seeds' DCGANs train as they did: no R1, no EMA, no augmentation, unless asked.
+    assert (dcgan.r1_gamma, dcgan.ema_kimg, dcgan.augment) == (0.0, 0.0, "off")
+    plus = TrainConfig(data_dir="x", steps=1, arch="dcgan-plus", batch_size=16).validate().resolved()
+    assert (plus.r1_gamma, plus.ema_kimg, plus.augment) == (pytest.approx(0.0002 * 64**2 / 16), 5.0, "ada")
+    asked = TrainConfig(data_dir="x", steps=1, ema_kimg=2.0, augment="ada").validate().resolved()
+    assert (asked.r1_gamma, asked.ema_kimg, asked.augment) == (0.0, 2.0, "ada")
     chosen = TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3)
     assert chosen.validate().resolved().g_learning_rate == 1e-3
     assert chosen.validate() == TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3)  # unchanged
     for changes, field in (({"augment": "diff"}, "augment"), ({"r1_gamma": -1.0}, "r1_gamma"),
-                           ({"style_mixing": 1.5}, "style_mixing"), ({"ema_kimg": 0}, "ema_kimg"),
+                           ({"style_mixing": 1.5}, "style_mixing"), ({"ema_kimg": -1}, "ema_kimg"),
                            ({"r1_every": 0}, "r1_every"), ({"ada_kimg": None}, "ada_kimg")):
         with pytest.raises(ConfigError) as error:
             style_config(**changes).validate()

@@ -33,7 +33,7 @@ def read_rows(run_dir):
 def test_train_step_changes_weights_and_gives_finite_losses(tiny_images):
     dcgan = architectures.for_config(small_config().validate().resolved())
     dcgan.build(engines.current())
-    generator, discriminator, step = dcgan.generator, dcgan.discriminator, dcgan.step_fn
+    generator, discriminator, step = dcgan.generator, dcgan.discriminator, dcgan.plain_step
     g_before = [v.numpy() for v in generator.trainable_variables]
     d_before = [v.numpy() for v in discriminator.trainable_variables]
     latents = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
@@ -219,7 +219,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_imag
 
 def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, tiny_images, monkeypatch):
     trainer = training.Trainer.new(small_config(steps=8, checkpoint_every=100), tmp_path / "run", images=tiny_images)
-    real_step = trainer.architecture.step_fn
+    real_step = trainer.architecture.plain_step
     calls = []
 
     def interrupting_step(*args):
@@ -228,7 +228,7 @@ def test_keyboard_interrupt_saves_a_checkpoint(tmp_path, tiny_images, monkeypatc
             raise KeyboardInterrupt
         return real_step(*args)
 
-    trainer.architecture.step_fn = interrupting_step
+    trainer.architecture.plain_step = interrupting_step
     assert trainer.fit(progress=False) == "interrupted"
     assert checkpoints.latest_checkpoint(tmp_path / "run").name == "ckpt-00000003"
 
@@ -266,3 +266,13 @@ def test_generate_images_inference_mode_is_repeatable():
     first = sampling.generate_images(generator, latents, batch_size=2)
     assert first.shape == (5, 32, 32, 1)
     np.testing.assert_allclose(first, sampling.generate_images(generator, latents, batch_size=5), atol=1e-5)
+
+
+def test_a_time_budget_stops_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path, tiny_images):
+    run = tmp_path / "run"
+    trainer = training.Trainer.new(small_config(steps=12, minutes=1e-6), run, images=tiny_images)
+    assert trainer.fit(progress=False) == "done"
+    assert trainer.step < 12 and checkpoints.latest_checkpoint(run).name == f"ckpt-{trainer.step:08d}"
+    assert (run / "samples.png").is_file()
+    resumed = training.Trainer.resume(run, images=tiny_images, minutes=60.0)
+    assert resumed.fit(progress=False) == "done" and resumed.step == 12
