@@ -276,4 +276,4 @@ def machine_summary() -> str:
     found = engine.accelerators()
     if found:
         return f"GPU: {engine.describe_devices()[0].split(', ')[0]} ({len(found)} visible, {keras.backend.backend()})"
-    return f"CPU only ({os.cpu_count()} cores): using the small demo settings (64x64, a few minutes)"
+    return f"CPU only ({os.cpu_count()} cores): using the demo settings (64x64, minutes, not hours)"

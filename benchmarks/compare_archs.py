@@ -84,7 +84,7 @@ def evaluate(run: Path, args) -> dict:
 def markdown_row(label: str, report: dict, elapsed: float, steps: int, rate: float) -> str:
     """One table row: time, steps, speed and the report's measures."""
     nan = float("nan")
-    return (f"| {label} | {elapsed / 60:.1f} min | {steps:,} | {rate:.1f} | {report['nn_ssim_median']:.3f} "
+    return (f"| {label} | {elapsed / 60:.1f} min | {int(steps):,} | {rate:.1f} | {report['nn_ssim_median']:.3f} "
             f"({report['nn_ssim_p10']:.3f}-{report['nn_ssim_p90']:.3f}) | {report.get('realism', nan):.2f} | "
             f"{report.get('level_distance', nan):.2f} ({report.get('level_distance_real', nan):.2f}) | "
             f"{report.get('recall', nan):.2f} | {report['diversity_ratio']:.2f} | "

@@ -6,7 +6,8 @@
 
 For the run it copies into Resources/ the real-image grid, the final sample
 grid, the curves (losses, D accuracy, best-match SSIM) and the training GIF,
-and runs `evaluate.py` for the match figure (worst, p10, median, p90, best).
+and runs `evaluate.py` for the match figure (worst, p10, median, p90, best) and,
+when the run held the test split out, the slice-level histograms.
 Every file is named `<name>-<what>_<arch>-<size>px-<length>-batch<B>-<device>`
 so the machine and settings that made it stay attached.  It prints the run's
 training time and throughput, and evaluate.py prints its summary.
@@ -81,6 +82,10 @@ def main() -> None:
     run_command([sys.executable, "evaluate.py", "--run", str(run), "--out", str(report)], "evaluate.py")
     written.append(resources / f"{name}-matches_{tag}.png")
     shutil.copyfile(report.with_suffix(".png"), written[-1])
+    levels = report.with_name(f"{report.stem}-levels.png")  # with a held-out test split only
+    if levels.is_file():
+        written.append(resources / f"{name}-levels_{tag}.png")
+        shutil.copyfile(levels, written[-1])
     for path in written:
         print(f"wrote {path.relative_to(ROOT)}")
     rates = history["images_per_s"]
