@@ -3,6 +3,7 @@
     python benchmarks/readme_figures.py                    # trains `python train.py --demo` into runs/readme-demo
     python benchmarks/readme_figures.py --notebook --steps 700   # runs driver.ipynb with papermill
     python benchmarks/readme_figures.py --run RUN --name heldout   # figures of a finished run
+    python benchmarks/readme_figures.py --run RUN --name main --n 512   # ... evaluated on 512 samples
 
 For the run it copies into Resources/ the real-image grid, the final sample
 grid, the curves (losses, D accuracy, best-match SSIM) and the training GIF,
@@ -47,6 +48,7 @@ def main() -> None:
     source.add_argument("--notebook", action="store_true", help="run driver.ipynb headless and use its run")
     parser.add_argument("--steps", type=int, help="with --notebook: its STEPS parameter (default: the notebook's)")
     parser.add_argument("--name", help="file name prefix (default: demo, or notebook)")
+    parser.add_argument("--n", type=int, help="samples evaluate.py draws (default: evaluate.py's)")
     args = parser.parse_args()
 
     name = args.name or ("notebook" if args.notebook else "demo")
@@ -79,7 +81,8 @@ def main() -> None:
     written.append(plots.save_gif(RunFolder(run).sample_grids(), resources / f"{name}-progress_{tag}.gif"))
 
     report = run / "evaluation.json"
-    run_command([sys.executable, "evaluate.py", "--run", str(run), "--out", str(report)], "evaluate.py")
+    count = ["--n", str(args.n)] if args.n else []
+    run_command([sys.executable, "evaluate.py", "--run", str(run), *count, "--out", str(report)], "evaluate.py")
     written.append(resources / f"{name}-matches_{tag}.png")
     shutil.copyfile(report.with_suffix(".png"), written[-1])
     levels = report.with_name(f"{report.stem}-levels.png")  # with a held-out test split only

@@ -36,7 +36,7 @@ def test_train_then_generate_end_to_end(tmp_path, demo_dir):
     run = tmp_path / "run"
     run_script("train.py", "--data", demo_dir, "--steps", 8, "--out", run, *QUICK, cwd=tmp_path)
     config = json.loads((run / "config.json").read_text())
-    assert config["arch"] == "dcgan" and config["image_size"] == 32 and config["steps"] == 8
+    assert config["arch"] == "dcgan-plus" and config["image_size"] == 32 and config["steps"] == 8
     assert history_steps(run) == [2, 4, 6, 8]
     assert (run / "samples.png").is_file() and (run / "checkpoints" / "ckpt-00000008").is_dir()
 
