@@ -73,7 +73,7 @@ def test_stylegan_trains_from_the_command_line_and_truncation_zero_gives_one_ima
 
 def test_sigkill_then_resume_continues_the_step_count(tmp_path, demo_dir):
     run = tmp_path / "run"
-    args = ["--data", demo_dir, "--steps", 400, "--out", run, *QUICK]
+    args = ["--data", demo_dir, "--arch", "dcgan", "--steps", 400, "--out", run, *QUICK]
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,7 +159,8 @@ def latest_state(run):
 
 def test_sigint_to_a_background_run_stops_between_steps_and_resumes_exactly(tmp_path, demo_dir):
     run = tmp_path / "run"
-    process = start_training(tmp_path, run, "--data", demo_dir, "--steps", 2000, *QUICK, ignore_sigint=True)
+    process = start_training(tmp_path, run, "--data", demo_dir, "--arch", "dcgan", "--steps", 2000, *QUICK,
+                             ignore_sigint=True)
     wait_for_checkpoint(run, process)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
@@ -173,8 +174,8 @@ def test_sigint_to_a_background_run_stops_between_steps_and_resumes_exactly(tmp_
 
     # The interrupted run, resumed, computes what an uninterrupted run of the same length computes.
     run_script("train.py", "--out", run, "--resume", "--steps", stopped + 4, "--quiet", cwd=tmp_path)
-    run_script("train.py", "--data", demo_dir, "--steps", stopped + 4, "--out", tmp_path / "straight", *QUICK,
-               cwd=tmp_path)
+    run_script("train.py", "--data", demo_dir, "--arch", "dcgan", "--steps", stopped + 4,
+               "--out", tmp_path / "straight", *QUICK, cwd=tmp_path)
     for name in ("run", "straight"):
         run_script("generate.py", "--run", tmp_path / name, "--n", 4, "--out", tmp_path / f"{name}.png",
                    "--npy", tmp_path / f"{name}.npy", cwd=tmp_path)
@@ -183,7 +184,7 @@ def test_sigint_to_a_background_run_stops_between_steps_and_resumes_exactly(tmp_
 
 def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, demo_dir):
     run = tmp_path / "my run"  # a space: the hint to continue quotes it
-    process = start_training(tmp_path, run, "--data", demo_dir, "--steps", 2000, *QUICK)
+    process = start_training(tmp_path, run, "--data", demo_dir, "--arch", "dcgan", "--steps", 2000, *QUICK)
     wait_for_checkpoint(run, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)

@@ -198,8 +198,8 @@ def test_checkpoints_without_a_manifest_still_load_and_damage_is_named(tmp_path,
 
 def test_generate_and_evaluate_skip_a_corrupt_checkpoint_and_take_one_by_name(tmp_path, demo_dir):
     run = tmp_path / "run"
-    result = run_script("train.py", "--data", demo_dir, "--steps", 8, "--checkpoint-every", 4, "--out", run, *QUICK,
-                        cwd=tmp_path)
+    result = run_script("train.py", "--data", demo_dir, "--arch", "dcgan", "--steps", 8, "--checkpoint-every", 4,
+                        "--out", run, *QUICK, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     os.truncate(run / "checkpoints" / "ckpt-00000008" / "generator.weights.h5", 100)
     result = run_script("generate.py", "--run", run, "--n", 2, "--out", tmp_path / "g.png", cwd=tmp_path)
@@ -218,8 +218,8 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
     first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--data", str(demo_dir), "--steps", "5000",
-                              "--checkpoint-every", "4", "--out", str(run), *QUICK], cwd=tmp_path, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              "--arch", "dcgan", "--checkpoint-every", "4", "--out", str(run), *QUICK],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-*")):

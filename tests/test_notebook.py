@@ -88,7 +88,7 @@ def test_a_users_own_run_and_save_leave_the_regression_check_passing(tmp_path, d
     nbformat.write(notebook, copy / "driver.ipynb")  # saved, as JupyterLab does
     saved = nbformat.read(copy / "driver.ipynb", as_version=4)
     code = [cell for cell in saved.cells if cell.cell_type == "code"]
-    assert "dcgan at 32x32" in "".join(output.get("text", "") for cell in code for output in cell.outputs)
+    assert "dcgan-plus at 32x32" in "".join(output.get("text", "") for cell in code for output in cell.outputs)
     for cell in code[len(code) // 2:]:  # autosave caught the run half-way
         cell.outputs, cell.execution_count = [], None
     nbformat.write(saved, copy / "driver.ipynb")

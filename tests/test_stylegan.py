@@ -187,13 +187,13 @@ def test_stylegan_settings_are_checked_and_defaulted():
     config = style_config().validate().resolved()
     assert (config.g_learning_rate, config.d_learning_rate, config.beta_1, config.beta_2) == (2e-3, 2e-3, 0.0, 0.99)
     assert config.r1_gamma == pytest.approx(0.0002 * 32**2 / 8) and config.ema_kimg == pytest.approx(8 * 10 / 32)
-    dcgan = TrainConfig(data_dir="x", steps=1).validate().resolved()
+    dcgan = TrainConfig(data_dir="x", steps=1, arch="dcgan").validate().resolved()
     assert (dcgan.g_learning_rate, dcgan.d_learning_rate, dcgan.beta_1) == (2e-4, 1e-4, 0.5)
     # The seeds' DCGANs train as they did: no R1, no EMA, no augmentation, unless asked.
     assert (dcgan.r1_gamma, dcgan.ema_kimg, dcgan.augment) == (0.0, 0.0, "off")
     plus = TrainConfig(data_dir="x", steps=1, arch="dcgan-plus", batch_size=16).validate().resolved()
     assert (plus.r1_gamma, plus.ema_kimg, plus.augment) == (pytest.approx(0.0002 * 64**2 / 16), 5.0, "ada")
-    asked = TrainConfig(data_dir="x", steps=1, ema_kimg=2.0, augment="ada").validate().resolved()
+    asked = TrainConfig(data_dir="x", steps=1, arch="dcgan", ema_kimg=2.0, augment="ada").validate().resolved()
     assert (asked.r1_gamma, asked.ema_kimg, asked.augment) == (0.0, 2.0, "ada")
     chosen = TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3)
     assert chosen.validate().resolved().g_learning_rate == 1e-3
