@@ -266,9 +266,10 @@ class TrainConfig:
         _check(self, "ada_kimg", _is_number, "a positive number", lambda value: value > 0)
         for name in ("style_mixing", "ada_target"):
             _check(self, name, _is_number, "a number in [0, 1]", lambda value: 0.0 <= value <= 1.0)
-        for name, allowed in (("precision", PRECISIONS), ("augment", AUGMENT_MODES)):
-            if getattr(self, name) not in allowed and not (name == "augment" and self.augment is None):
-                raise ConfigError(name, f"must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.augment is not None and self.augment not in AUGMENT_MODES:  # None: the architecture's default
+            raise ConfigError("augment", f"must be one of {AUGMENT_MODES}, got {self.augment!r}")
         _check(self, "devices", _is_int, "a positive integer or -1 (all)", lambda value: value >= 1 or value == -1)
         if not self.splits or any(split not in SPLITS for split in self.splits):
             raise ConfigError("splits", f"must be a non-empty subset of {SPLITS}, got {self.splits!r}")
