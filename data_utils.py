@@ -12,10 +12,12 @@ The preprocessed OASIS set ("keras_png_slices_data") looks like::
         keras_png_slices_test/
 
 ``load_oasis`` reads any folder laid out like that (real OASIS, or the demo
-cohort that ``make_demo_dataset`` writes) into one array.  Decoding runs on a
-thread pool straight into a preallocated buffer, so peak memory stays near
-1.25x the final array, and a cache makes a second load of an unchanged folder
-near-instant.  This module knows nothing of TensorFlow.
+cohort that ``make_demo_dataset`` writes) into one float32 array;
+``load_pixels`` into the uint8 array training keeps (a quarter of the size).
+Decoding runs on a thread pool straight into a preallocated cache file, and
+``load_pixels`` hands that file back memory-mapped, so a second load of an
+unchanged folder takes milliseconds and a set larger than memory still
+trains.  This module knows nothing of TensorFlow.
 """
 
 from __future__ import annotations
@@ -190,9 +192,11 @@ def _cache_key(files: list[Path], image_size: int) -> str:
     return digest.hexdigest()[:32]
 
 
-def _read_all(files: list[Path], image_size: int, workers: int | None, progress: bool) -> np.ndarray:
-    """Decode every file in parallel into one preallocated uint8 array."""
-    pixels = np.empty((len(files), image_size, image_size), dtype=np.uint8)
+def _read_all(files: list[Path], image_size: int, workers: int | None, progress: bool,
+              pixels: np.ndarray | None = None) -> np.ndarray:
+    """Decode every file in parallel into ``pixels``, a preallocated uint8 array (a new one if None)."""
+    if pixels is None:
+        pixels = np.empty((len(files), image_size, image_size), dtype=np.uint8)
 
     def decode_into(index: int) -> None:
         pixels[index] = read_slice(files[index], image_size)
@@ -209,18 +213,43 @@ def _read_all(files: list[Path], image_size: int, workers: int | None, progress:
     return pixels
 
 
-def _write_cache(path: Path, pixels: np.ndarray) -> None:
-    """Write the cache atomically; a cache that cannot be written is skipped."""
+def _open_cache(path: Path, shape: tuple) -> np.ndarray | None:
+    """The cached pixels memory-mapped read-only; None when missing, unreadable or of another shape."""
+    if not path.is_file():
+        return None
+    try:
+        cached = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None  # unreadable cache: decode again and overwrite it
+    return cached if cached.shape == shape and cached.dtype == np.uint8 else None
+
+
+def _new_cache_file(path: Path, shape: tuple) -> tuple[np.ndarray, Path] | None:
+    """A writable memory map of a new ``.npy`` file beside ``path``, every block allocated; None if none can be made.
+
+    The blocks are reserved up front (posix_fallocate), so a disk too small
+    for the cache fails here with ENOSPC rather than with SIGBUS halfway
+    through the decoding.  A cache folder that cannot be written means no
+    cache.
+    """
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            np.save(handle, pixels)
-        os.replace(handle.name, path)
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        os.close(handle)
+        temporary = Path(name)
+        pixels = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            descriptor = os.open(temporary, os.O_RDWR)
+            try:
+                os.posix_fallocate(descriptor, 0, temporary.stat().st_size)
+            finally:
+                os.close(descriptor)
+        return pixels, temporary
     except OSError:
-        try:
-            os.unlink(handle.name)
-        except (OSError, UnboundLocalError):
-            pass
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        return None
 
 
 def to_float_images(pixels: np.ndarray) -> np.ndarray:
@@ -230,6 +259,59 @@ def to_float_images(pixels: np.ndarray) -> np.ndarray:
         chunk = pixels[start : start + CONVERT_CHUNK].astype(np.float32)
         images[start : start + CONVERT_CHUNK, ..., 0] = chunk / np.float32(127.5) - np.float32(1.0)
     return images
+
+
+def _check_load_arguments(image_size, limit) -> None:
+    if not isinstance(image_size, (int, np.integer)) or not 8 <= image_size <= 4096:
+        raise DataError(f"image_size must be an integer from 8 to 4096, got {image_size!r}")
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise DataError(f"limit must be a positive integer or None, got {limit!r}")
+
+
+def load_pixels(
+    data_dir,
+    splits=SPLITS,
+    image_size: int = 256,
+    limit: int | None = None,
+    cache: bool = True,
+    cache_dir=None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Load OASIS-style PNG slices as one uint8 ``(N, S, S)`` array (the PNG values, 0..255).
+
+    The arguments are ``load_oasis``'s.  With the cache on, the array is the
+    cache file memory-mapped read-only: a second load takes milliseconds at
+    any size, only the pages a batch touches come into memory, and a set
+    larger than memory can be trained on.  A first load decodes the PNGs
+    straight into a new cache file, so it does not need the memory either.
+    Without the cache (or where its folder cannot be written) the array is
+    an ordinary one in memory.
+    """
+    _check_load_arguments(image_size, limit)
+    files = list_slice_files(data_dir, splits)
+    if limit is not None:
+        files = files[:limit]
+    if not cache:
+        return _read_all(files, image_size, workers, progress)
+
+    shape = (len(files), image_size, image_size)
+    cache_path = Path(cache_dir or default_cache_dir()) / f"slices-{_cache_key(files, image_size)}.npy"
+    cached = _open_cache(cache_path, shape)
+    if cached is not None:
+        return cached
+    target = _new_cache_file(cache_path, shape)
+    if target is None:  # no room or no permission for a cache: decode into memory
+        return _read_all(files, image_size, workers, progress)
+    pixels, temporary = target
+    try:
+        _read_all(files, image_size, workers, progress, pixels)
+        pixels.flush()
+        del pixels
+        os.replace(temporary, cache_path)
+    finally:
+        temporary.unlink(missing_ok=True)  # after a failed decode; gone already after the replace
+    return np.load(cache_path, mmap_mode="r")
 
 
 def load_oasis(
@@ -251,30 +333,11 @@ def load_oasis(
     limit:      read only the first ``limit`` files (after ordering).
     cache:      keep a decoded copy (uint8) keyed on the files' names, sizes
                 and modification times; any change to the folder invalidates it.
+
+    Training keeps ``load_pixels``'s uint8 array instead (a quarter of the
+    memory, memory-mapped) and converts each batch where it is gathered.
     """
-    if not isinstance(image_size, (int, np.integer)) or not 8 <= image_size <= 4096:
-        raise DataError(f"image_size must be an integer from 8 to 4096, got {image_size!r}")
-    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
-        raise DataError(f"limit must be a positive integer or None, got {limit!r}")
-    files = list_slice_files(data_dir, splits)
-    if limit is not None:
-        files = files[:limit]
-
-    cache_path = None
-    if cache:
-        cache_path = Path(cache_dir or default_cache_dir()) / f"slices-{_cache_key(files, image_size)}.npy"
-        if cache_path.is_file():
-            try:
-                cached = np.load(cache_path, mmap_mode="r")
-                if cached.shape == (len(files), image_size, image_size) and cached.dtype == np.uint8:
-                    return to_float_images(cached)
-            except (OSError, ValueError):
-                pass  # unreadable cache: decode again and overwrite it
-
-    pixels = _read_all(files, image_size, workers, progress)
-    if cache_path is not None:
-        _write_cache(cache_path, pixels)
-    return to_float_images(pixels)
+    return to_float_images(load_pixels(data_dir, splits, image_size, limit, cache, cache_dir, workers, progress))
 
 
 def random_subset(images: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,14 +1,17 @@
-"""Load time and peak memory of load_oasis on a full-size (OASIS-sized) folder.
+"""Load time and peak memory of the two loaders on a full-size (OASIS-sized) folder.
 
     python benchmarks/bench_load.py                       # demo cohort of 354 subjects = 11,328 slices
     python benchmarks/bench_load.py --data /path/to/keras_png_slices_data
 
-Each measurement runs in a fresh subprocess, so its peak resident memory
-(ru_maxrss) is its own.  Rows: the first load (empty cache: every PNG decoded)
-and the second (cache hit), at 256x256 and at 64x64.  The ratio column is
-peak memory over the size of the returned array: the loader aims at no more
-than about 1.5x (it decodes into a preallocated uint8 buffer, a quarter of the
-float32 result).
+Side by side, in one run: ``load_oasis`` (float32 in [-1, 1], what the course
+asks for and what training kept before) and ``load_pixels`` (uint8 memory-
+mapped from the cache, what training keeps now).  Each measurement runs in a
+fresh subprocess, so its peak resident memory (ru_maxrss) is its own.  Rows:
+the first load (empty cache: every PNG decoded) and the second (cache hit),
+at 256x256 and at 64x64; "load" is the call alone, "+ epoch" also reads
+every image once (what one epoch of training touches, so a memory map's
+pages count too).  The ratio column is that peak over the float32 array's
+size.
 """
 
 from __future__ import annotations
@@ -29,17 +32,21 @@ sys.path.insert(0, {root!r})
 import numpy as np, data_utils
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-images = data_utils.load_oasis({data!r}, image_size={size}, progress=False)
+images = data_utils.{loader}({data!r}, image_size={size}, progress=False)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"seconds": seconds, "n": len(images), "array_mib": images.nbytes / 2**20,
-                   "peak_mib": (peak - baseline) / 1024}}))
+load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+total = sum(float(images[i : i + 256].sum()) for i in range(0, len(images), 256))  # one pass: every page read
+epoch_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pixels_per_image = images.shape[1] * images.shape[2]
+print(json.dumps({{"seconds": seconds, "n": len(images), "float32_mib": len(images) * pixels_per_image * 4 / 2**20,
+                   "load_mib": (load_peak - baseline) / 1024, "epoch_mib": (epoch_peak - baseline) / 1024}}))
 """
+LOADERS = ("load_oasis", "load_pixels")
 
 
-def measure(data_dir: Path, size: int, cache_dir: str) -> dict:
+def measure(loader: str, data_dir: Path, size: int, cache_dir: str) -> dict:
     env = dict(os.environ, OASIS_GAN_CACHE=cache_dir)
-    code = CHILD.format(root=str(ROOT), data=str(data_dir), size=size)
+    code = CHILD.format(root=str(ROOT), loader=loader, data=str(data_dir), size=size)
     output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
@@ -63,14 +70,16 @@ def main() -> None:
         data_dir = data_utils.make_demo_dataset(args.demo_root, n_subjects=354, seed=0, progress=True)
         print(f"demo cohort ready in {time.perf_counter() - start:.1f} s: {data_dir}")
 
-    print(f"{'size':>5} {'load':<7} {'images':>7} {'seconds':>8} {'images/s':>9} {'array MiB':>10} "
-          f"{'peak MiB':>9} {'peak/array':>10}")
+    print(f"{'size':>5} {'loader':<12} {'cache':<7} {'images':>7} {'seconds':>8} {'float32 MiB':>11} "
+          f"{'peak MiB load':>13} {'+ epoch':>8} {'ratio':>6}")
     for size in args.sizes:
-        with tempfile.TemporaryDirectory() as cache_dir:
-            for label in ("first", "cached"):
-                row = measure(data_dir, size, cache_dir)
-                print(f"{size:>5} {label:<7} {row['n']:>7} {row['seconds']:>8.2f} {row['n'] / row['seconds']:>9.0f} "
-                      f"{row['array_mib']:>10.0f} {row['peak_mib']:>9.0f} {row['peak_mib'] / row['array_mib']:>10.2f}")
+        for loader in LOADERS:
+            with tempfile.TemporaryDirectory() as cache_dir:
+                for label in ("first", "cached"):
+                    row = measure(loader, data_dir, size, cache_dir)
+                    print(f"{size:>5} {loader:<12} {label:<7} {row['n']:>7} {row['seconds']:>8.2f} "
+                          f"{row['float32_mib']:>11.0f} {row['load_mib']:>13.0f} {row['epoch_mib']:>8.0f} "
+                          f"{row['epoch_mib'] / row['float32_mib']:>6.2f}")
     print(f"machine: {os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
 
 

@@ -88,6 +88,8 @@ def test_corrupt_file_is_named(tmp_path, make_split, content):
     bad.write_bytes(content)
     with pytest.raises(DataError, match="case_1_slice_1.png"):
         load_oasis(tmp_path, splits=("train",), image_size=32)
+    cache = data_utils.default_cache_dir()
+    assert not cache.exists() or not list(cache.iterdir())  # no half-decoded cache file left behind
 
 
 def test_missing_and_empty_folders(tmp_path, make_split):
@@ -132,6 +134,42 @@ def test_cache_is_used_and_invalidated(tmp_path, make_split, monkeypatch, privat
     os.utime(folder / "case_1_slice_1.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     changed = data_utils.to_uint8(load_oasis(tmp_path, splits=("train",), image_size=32))
     assert changed[:, 0, 0].tolist() == [10, 30]
+
+
+def test_pixels_are_memory_mapped_from_the_cache_and_match_load_oasis(tmp_path, make_split, private_cache):
+    make_split(tmp_path, "train", {f"case_1_slice_{i}.png": gray(40 * i) for i in range(3)})
+    for _ in range(2):  # a first load (decoded into the cache file) and a cache hit
+        pixels = data_utils.load_pixels(tmp_path, splits=("train",), image_size=32)
+        assert isinstance(pixels, np.memmap) and pixels.dtype == np.uint8 and pixels.shape == (3, 32, 32)
+        assert not pixels.flags.writeable
+        assert pixels[:, 0, 0].tolist() == [0, 40, 80]
+    assert [path.suffix for path in private_cache.iterdir()] == [".npy"]  # no temporary file left
+    np.testing.assert_array_equal(data_utils.to_float_images(pixels), load_oasis(tmp_path, splits=("train",),
+                                                                                 image_size=32))
+    in_memory = data_utils.load_pixels(tmp_path, splits=("train",), image_size=32, cache=False)
+    assert not isinstance(in_memory, np.memmap)
+    np.testing.assert_array_equal(in_memory, pixels)
+
+
+def test_a_disk_too_full_for_the_cache_loads_in_memory(tmp_path, make_split, private_cache, monkeypatch):
+    make_split(tmp_path, "train", {"case_1_slice_0.png": gray(10), "case_1_slice_1.png": gray(20)})
+
+    def no_space(descriptor, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    pixels = data_utils.load_pixels(tmp_path, splits=("train",), image_size=32)
+    assert not isinstance(pixels, np.memmap) and pixels[:, 0, 0].tolist() == [10, 20]
+    assert not list(private_cache.iterdir())  # the reserved file was removed
+
+
+def test_a_truncated_cache_file_is_decoded_again(tmp_path, make_split, private_cache):
+    make_split(tmp_path, "train", {"case_1_slice_0.png": gray(10), "case_1_slice_1.png": gray(20)})
+    data_utils.load_pixels(tmp_path, splits=("train",), image_size=32)
+    (cache_file,) = private_cache.glob("slices-*.npy")
+    cache_file.write_bytes(cache_file.read_bytes()[:300])  # a copy cut short
+    assert data_utils.load_pixels(tmp_path, splits=("train",), image_size=32)[:, 0, 0].tolist() == [10, 20]
+    assert cache_file.stat().st_size > 2 * 32 * 32  # written whole again
 
 
 def test_image_grid_tiles_images():
