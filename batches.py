@@ -1,7 +1,10 @@
 """Which real images, flips and latent vectors each training step uses.
 
-Tensor conventions: images ``(N, S, S, 1)`` float32 in [-1, 1]; latent
-vectors ``(B, latent_dim)`` standard normal float32.
+Tensor conventions: a batch of real images is ``(B, S, S, 1)`` float32 in
+[-1, 1]; latent vectors ``(B, latent_dim)`` standard normal float32.  The
+training set the batches come from is either that float32 array or, as
+training keeps it, the uint8 pixels (0..255, memory-mapped from the data
+cache); a uint8 batch is converted as it is gathered.
 
 A step's batch is a pure function of (seed, step): every epoch is a fresh
 permutation of the images, the last partial batch is dropped so every batch
@@ -14,13 +17,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_utils import to_float_images
+
 
 class BatchSampler:
     """Batches as a pure function of (seed, step): shuffled epochs, flips, latents."""
 
-    def __init__(self, images: np.ndarray, batch_size: int, latent_dim: int, seed: int, flip: bool):
+    def __init__(self, images: np.ndarray, batch_size: int, latent_dim: int, seed: int, flip: bool,
+                 process: tuple[int, int] = (0, 1)):
+        """``process``: (this process's id, the process count) in a run of several processes.
+
+        Each process gathers only its consecutive block of every global batch
+        (``real_batch`` and ``latent_batch``); ``batch_plan`` is the whole plan.
+        """
         self.images = images
         self.batch_size = batch_size
+        process_id, processes = process
+        share = batch_size // processes
+        self._block = slice(process_id * share, (process_id + 1) * share)
         self.latent_dim = latent_dim
         self.seed = seed
         self.flip = flip
@@ -44,15 +58,20 @@ class BatchSampler:
         return indices, flips
 
     def real_batch(self, step: int) -> np.ndarray:
-        """The real images of step ``step``, gathered and flipped on the host."""
-        indices, flips = self.batch_plan(step)
-        batch = self.images[indices]
+        """This process's real images of step ``step``, gathered and flipped on the host."""
+        indices, flips = (part[self._block] for part in self.batch_plan(step))
+        batch = float_images(self.images[indices])
         batch[flips] = batch[flips, :, ::-1]
         return batch
 
     def latent_batch(self, step: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 3, step])
-        return rng.standard_normal((self.batch_size, self.latent_dim)).astype(np.float32)
+        return rng.standard_normal((self.batch_size, self.latent_dim)).astype(np.float32)[self._block]
+
+
+def float_images(images: np.ndarray) -> np.ndarray:
+    """Images ``(N, S, S, 1)`` as float32 in [-1, 1]: uint8 pixels converted, float images as they are."""
+    return to_float_images(images[..., 0]) if images.dtype == np.uint8 else images
 
 
 def gather_batch(images, indices, flips):
@@ -60,6 +79,8 @@ def gather_batch(images, indices, flips):
     import keras
 
     batch = keras.ops.take(images, indices, axis=0)
+    if keras.backend.standardize_dtype(batch.dtype) == "uint8":  # data_utils.to_float_images, on the device
+        batch = keras.ops.cast(batch, "float32") / 127.5 - 1.0
     return keras.ops.where(keras.ops.reshape(flips, (-1, 1, 1, 1)), keras.ops.flip(batch, axis=2), batch)
 
 

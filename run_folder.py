@@ -365,3 +365,44 @@ class RunFolder:
                 problems.append(str(exc))
                 print(f"warning: skipping checkpoint {folder.name}: {exc}", file=sys.stderr)
         raise checkpoints.CorruptCheckpoint(f"no usable checkpoint in {self.path}: " + "; ".join(problems))
+
+
+class FollowerRunFolder(RunFolder):
+    """The run folder as every process but the chief sees it: read, never written.
+
+    In a run of several processes (cluster.py) process 0 alone writes the
+    folder (config, history, figures, checkpoints, the lock); the others read
+    its config and checkpoints, so the folder must be on a file system they
+    all share.  Every writing method here does nothing.
+    """
+
+    def acquire_lock(self) -> None:
+        pass
+
+    def release_lock(self) -> None:
+        pass
+
+    def check_fresh(self) -> None:
+        pass
+
+    def create(self, config: TrainConfig, environment: dict, fixed_latents: np.ndarray,
+               real_images: np.ndarray) -> None:
+        pass
+
+    def write_config(self, config: TrainConfig) -> Path:
+        return self.path / CONFIG_FILE
+
+    def append_history(self, row: dict) -> None:
+        pass
+
+    def truncate_history(self, step: int) -> None:
+        pass
+
+    def save_sample_grid(self, step: int, images: np.ndarray) -> Path:
+        return self.samples_dir / f"step_{step:08d}.png"
+
+    def save_final_figures(self, images: np.ndarray) -> tuple[Path, Path]:
+        return self.path / FINAL_SAMPLES, self.path / LOSS_PLOT
+
+    def save_progress_gif(self) -> Path:
+        return self.path / PROGRESS_GIF

@@ -30,8 +30,11 @@ import numpy as np
 from keras.src.backend.common.stateless_scope import get_stateless_scope  # the scope a step runs in (public class)
 
 import batches
+import cluster as cluster_module
 import objectives
 from config import ConfigError
+
+_started: cluster_module.Cluster | None = None  # once start_cluster has joined a run of several processes
 
 DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
 
@@ -69,13 +72,14 @@ class _JittedStep:
 
     def __init__(self, groups: list, pure, batch_size: int, distribution=None):
         self.groups = groups
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # the global batch; each process passes its block of it
+        self.local_batch = batch_size // jax.process_count()
         self._jitted = jax.jit(pure)
         self._batch_sharding = _batch_sharding(distribution)
 
     def __call__(self, real_images, latent_vectors, *scalars):
-        if real_images.shape[0] != self.batch_size or latent_vectors.shape[0] != self.batch_size:
-            raise ValueError(f"the step was compiled for batches of {self.batch_size}, got "
+        if real_images.shape[0] != self.local_batch or latent_vectors.shape[0] != self.local_batch:
+            raise ValueError(f"the step was compiled for batches of {self.local_batch}, got "
                              f"{real_images.shape[0]} images and {latent_vectors.shape[0]} latent vectors")
         values = [[variable.value for variable in group] for group in self.groups]
         real_images, latent_vectors = (self._shard(array) for array in (real_images, latent_vectors))
@@ -89,6 +93,9 @@ class _JittedStep:
     def _shard(self, array):
         if self._batch_sharding is None:
             return array
+        if jax.process_count() > 1:  # this process's block of the global batch, on its own devices
+            global_shape = (self.batch_size,) + tuple(array.shape[1:])
+            return jax.make_array_from_process_local_data(self._batch_sharding, np.asarray(array), global_shape)
         return jax.device_put(array, self._batch_sharding)
 
 
@@ -204,12 +211,74 @@ def enable_determinism() -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + DETERMINISM_FLAG).strip()
 
 
+def start_cluster(cluster: cluster_module.Cluster):
+    """Join the run's other processes (jax.distributed), then DataParallel over all their devices.
+
+    Must come before anything else asks JAX for its devices (train.py calls
+    it first).  Returns the distribution, None for a single process.  A
+    coordinator that does not answer within ``cluster.timeout_s`` ends the
+    process with a message; processes on CPUs talk through gloo.
+    """
+    global _started
+    if not cluster.multi:
+        return None
+    if _started is None:
+        with contextlib.suppress(AttributeError, ValueError):  # option absent where gloo is the only choice
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        where = {} if cluster.source == "slurm" else dict(
+            coordinator_address=cluster.coordinator, num_processes=cluster.num_processes,
+            process_id=cluster.process_id)
+        with cluster_module.bounded_wait(cluster, f"{cluster.describe()}: joining the coordinator "
+                                                  f"{cluster.coordinator or '(from Slurm)'}"):
+            try:
+                jax.distributed.initialize(**where, **_timeouts(int(cluster.timeout_s)))
+            except Exception as error:  # XlaRuntimeError and friends: say which address and what to check
+                raise cluster_module.ClusterError(
+                    f"--coordinator {cluster.coordinator}: could not join the run as {cluster.describe()}: "
+                    f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from error
+            if jax.process_count() != cluster.num_processes or jax.process_index() != cluster.process_id:
+                raise cluster_module.ClusterError(
+                    f"--num-processes/--process-id: JAX joined as process {jax.process_index()} of "
+                    f"{jax.process_count()}, but {cluster.describe()} was asked for")
+            agree_max([0.0])  # the first collective: every process is up
+        _started = cluster
+    return make_distribution(-1)
+
+
+def current_cluster() -> cluster_module.Cluster:
+    return cluster_module.SINGLE if _started is None else _started
+
+
+def _timeouts(seconds: int) -> dict:
+    """jax.distributed's waits (joining, a silent process, shutting down), as far as this JAX offers them."""
+    import inspect
+
+    offered = inspect.signature(jax.distributed.initialize).parameters
+    names = ("initialization_timeout", "heartbeat_timeout_seconds", "shutdown_timeout_seconds")
+    return {name: seconds for name in names if name in offered}
+
+
+def agree_max(values) -> list[float]:
+    """The element-wise maximum of ``values`` over every process (a collective: all must call it)."""
+    if jax.process_count() == 1:
+        return list(map(float, values))
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(np.asarray(values, np.float32))
+    return [float(value) for value in np.max(np.asarray(gathered).reshape(jax.process_count(), -1), axis=0)]
+
+
 def make_distribution(devices: int):
     """A keras.distribution.DataParallel over ``devices`` devices (all: -1), set for the whole process.
 
     Returns None for a single device.  On a CPU, several devices need
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts.
+    In a run of several processes: every device of every process.
     """
+    if _started is not None:
+        distribution = keras.distribution.DataParallel(devices=jax.devices())
+        keras.distribution.set_distribution(distribution)
+        return distribution
     available = accelerators() or jax.devices()
     count = len(available) if devices == -1 else devices
     if count > len(available):

@@ -25,8 +25,11 @@ import keras
 import tensorflow as tf
 
 import batches
+import cluster as cluster_module
 import objectives
 from config import ConfigError
+
+_started: tuple | None = None  # (Cluster, MultiWorkerMirroredStrategy) once start_cluster has run
 
 
 def input_gradient(function, inputs):
@@ -73,18 +76,29 @@ def update_ema(generator_ema, generator, beta) -> None:
 # ------------------------------------------------------------ compilation
 
 
-def _replica_slice(tensor):
-    """This replica's share of a global batch (replicas take consecutive blocks)."""
+def _replica_slice(tensor, local_replicas: int):
+    """This replica's share of this process's block of the global batch (replicas take consecutive blocks).
+
+    Replicas are numbered process by process, so a process's replicas are
+    consecutive and the one numbered ``i`` is the ``i % local_replicas``-th
+    of its own.
+    """
     context = tf.distribute.get_replica_context()
-    share = tensor.shape[0] // context.num_replicas_in_sync
-    return tensor[context.replica_id_in_sync_group * share:][:share]
+    share = tensor.shape[0] // local_replicas
+    return tensor[(context.replica_id_in_sync_group % local_replicas) * share:][:share]
 
 
 def compile_step(spec: objectives.StepSpec, distribution=None):
-    """``train_step`` as ``step(real_images, latent_vectors, *scalars) -> metrics``, traced once."""
+    """``train_step`` as ``step(real_images, latent_vectors, *scalars) -> metrics``, traced once.
+
+    In a run of several processes the step takes this process's block of the
+    global batch (``spec.batch_size`` over the process count).
+    """
+    processes = current_cluster().num_processes
+    batch = spec.batch_size // processes
     signature = [
-        tf.TensorSpec((spec.batch_size, spec.image_size, spec.image_size, 1), tf.float32, name="real_images"),
-        tf.TensorSpec((spec.batch_size, spec.latent_dim), tf.float32, name="latent_vectors"),
+        tf.TensorSpec((batch, spec.image_size, spec.image_size, 1), tf.float32, name="real_images"),
+        tf.TensorSpec((batch, spec.latent_dim), tf.float32, name="latent_vectors"),
         *(tf.TensorSpec((), tf.float32, name=name) for name in spec.scalars),
     ]
     if distribution is None:
@@ -94,10 +108,11 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
         raise ConfigError("jit_compile", "XLA is not available with several TensorFlow devices; drop --xla "
                                          "or use KERAS_BACKEND=jax, whose steps are always compiled by XLA")
     replicas = replica_count(distribution)
+    local_replicas = replicas // processes
 
     def sliced(real_images, latent_vectors, *scalars):
-        return train_step(spec, _replica_slice(real_images), _replica_slice(latent_vectors), *scalars,
-                          replicas=replicas)
+        return train_step(spec, _replica_slice(real_images, local_replicas),
+                          _replica_slice(latent_vectors, local_replicas), *scalars, replicas=replicas)
 
     def step(*inputs):
         per_replica = distribution.run(sliced, args=inputs)
@@ -143,11 +158,54 @@ def enable_determinism() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def start_cluster(cluster: cluster_module.Cluster):
+    """Join the run's other processes: a MultiWorkerMirroredStrategy (None for a single process).
+
+    It must be made before any other TensorFlow operation (train.py calls
+    this first).  The cluster comes from TF_CONFIG or Slurm; every collective
+    gives up after ``cluster.timeout_s`` seconds, so a process that died
+    stops the others with an error instead of a hang.
+    """
+    global _started
+    if not cluster.multi:
+        return None
+    if _started is not None:
+        return _started[1]
+    resolver = (tf.distribute.cluster_resolver.SlurmClusterResolver() if cluster.source == "slurm"
+                else tf.distribute.cluster_resolver.TFConfigClusterResolver())
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=cluster.timeout_s)
+    with cluster_module.bounded_wait(cluster, f"{cluster.describe()}: joining the TensorFlow cluster"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+        agree_max_on(strategy, [0.0])  # the first collective: every worker is up
+    _started = (cluster, strategy)
+    return strategy
+
+
+def current_cluster() -> cluster_module.Cluster:
+    return cluster_module.SINGLE if _started is None else _started[0]
+
+
+def agree_max_on(strategy, values) -> list[float]:
+    """The element-wise maximum of ``values`` over every process (a collective: all must call it)."""
+    local = tf.constant([values], tf.float32)
+    per_replica = strategy.run(lambda: tf.identity(local))
+    return [float(value) for value in tf.reduce_max(strategy.gather(per_replica, axis=0), axis=0).numpy()]
+
+
+def agree_max(values) -> list[float]:
+    """``agree_max_on`` the started cluster; the values themselves for a single process."""
+    return list(map(float, values)) if _started is None else agree_max_on(_started[1], values)
+
+
 def make_distribution(devices: int):
     """A MirroredStrategy over ``devices`` GPUs (all: -1), or over logical CPUs when there is no GPU.
 
-    Returns None for a single device, where the plain step is used.
+    Returns None for a single device, where the plain step is used; in a
+    run of several processes, the MultiWorkerMirroredStrategy over all of
+    them (each process uses all its GPUs, or its CPU).
     """
+    if _started is not None:
+        return _started[1]
     available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     count = len(available) if devices == -1 else devices
     if count > len(available):

@@ -34,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", metavar="NAME", help="with --resume: continue from this checkpoint instead "
                                                              "(its name, e.g. ckpt-00000400, or its folder)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    several = parser.add_argument_group(
+        "several processes (one per node; see the README): TensorFlow reads TF_CONFIG or Slurm, "
+        "KERAS_BACKEND=jax these flags, JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID or Slurm")
+    several.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and a free port (JAX)")
+    several.add_argument("--num-processes", type=int, metavar="N", help="how many processes train the run (JAX)")
+    several.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N-1; 0 writes "
+                                                                     "the run folder (JAX)")
+    several.add_argument("--cluster-timeout", type=float, default=300.0, metavar="S",
+                         help="seconds to wait for the other processes, at the start and on each step, before "
+                              "giving up with an error (default 300)")
     return parser
 
 
@@ -57,6 +67,13 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
                                            "add --resume")
     if args.resume and not args.out:
         raise argparse.ArgumentError(None, "--resume needs --out RUN, the run folder to continue")
+    import cluster  # which process of how many (no framework yet)
+
+    found = cluster.discover(os.environ.get("KERAS_BACKEND") or "tensorflow", args.coordinator,
+                             args.num_processes, args.process_id, args.cluster_timeout)
+    if found.multi and not args.out:
+        raise argparse.ArgumentError(None, "--out: a run of several processes needs one run folder named for all "
+                                           "of them, on a file system they share")
     if not args.resume:  # the flags alone, before anything heavier is imported
         if not settings.get("demo") and not settings.get("data_dir"):
             raise config.ConfigError("data_dir", "give --demo or --data DIR")
@@ -65,14 +82,16 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
 
     if args.resume:
         deterministic = settings.get("deterministic", RunFolder(args.out).read_config().deterministic)
-        check_writable(args.out, "--out", folder=True)
+        if found.is_chief:  # the others only read it
+            check_writable(args.out, "--out", folder=True)
     else:
         if settings.get("data_dir"):
             import data_utils
 
             data_utils.list_slice_files(settings["data_dir"], settings.get("splits", config.SPLITS))
         deterministic = settings.get("deterministic", False)
-        check_writable(args.out or "runs", "--out", folder=True)
+        if found.is_chief:
+            check_writable(args.out or "runs", "--out", folder=True)
 
     import engines  # Keras and TensorFlow (or JAX) load here
     from run_folder import next_run_dir
@@ -81,18 +100,28 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
     engine = engines.current()
     if deterministic:  # JAX reads its flag when it starts its devices: before anything asks for them
         engine.enable_determinism()
+    engine.start_cluster(found)  # before any other framework call (TensorFlow insists)
+    if found.multi:
+        print(f"{found.describe()}: {'writes' if found.is_chief else 'reads'} the run folder", flush=True)
+    progress = not args.quiet and found.is_chief
     if args.resume:
-        return Trainer.resume(args.out, progress=not args.quiet, checkpoint=args.checkpoint, **settings)
+        return Trainer.resume(args.out, progress=progress, checkpoint=args.checkpoint, **settings)
     if "image_size" not in settings:
         gpu = bool(engine.accelerators())
         settings["image_size"] = GPU_IMAGE_SIZE if gpu else CPU_IMAGE_SIZE
         print(f"image size: {settings['image_size']} ({'GPU found' if gpu else 'CPU only'}; set --image-size to choose)")
     run_config = config.TrainConfig.from_dict(config.with_length_defaults(settings, settings["image_size"]))
     run_dir = Path(args.out) if args.out else next_run_dir(run_config.arch, run_config.image_size)
-    return Trainer.new(run_config, run_dir, progress=not args.quiet)
+    return Trainer.new(run_config, run_dir, progress=progress)
 
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report them
+
+
+def several_processes() -> bool:
+    """Whether this process has joined a run of several (the engine is loaded only if it might have)."""
+    engine_module = sys.modules.get("steps_tf") or sys.modules.get("steps_jax")
+    return engine_module is not None and engine_module.current_cluster().multi
 
 
 
@@ -119,6 +148,9 @@ def main(argv=None) -> int:
         if not isinstance(error, config.ConfigError) and isinstance(error, ending_errors()):
             print(f"error: {error}", file=sys.stderr)
             return 1
+        if several_processes():  # the others wait for this one: leave now, without the exit handlers' barriers
+            print(f"error: {flag_message(error)}", file=sys.stderr, flush=True)
+            os._exit(2)
         parser.error(flag_message(error))  # ConfigError, DataError, CheckpointError: each names its flag or file
 
     import keras
@@ -133,13 +165,29 @@ def main(argv=None) -> int:
     from training import TrainingDiverged
 
     try:  # Ctrl-C and SIGTERM (cluster time limits, `kill`) stop after the current step, checkpoint first
-        status = trainer.fit(progress=not args.quiet)
+        status = trainer.fit(progress=not args.quiet and trainer.cluster.is_chief)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
     except ending_errors() as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Exception as error:
+        if not trainer.cluster.multi:
+            raise
+        import cluster
+
+        if isinstance(error, cluster.ClusterError):  # the processes disagree: each says so and leaves
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            os._exit(cluster.CLUSTER_FAILED)
+        # A collective failed: another process died or cannot be reached.  Leave at once (the exit
+        # handlers would wait for it again); the chief's last checkpoint is what --resume continues.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {trainer.cluster.describe()} stopped at step {trainer.step}: another process of the run "
+              f"failed or could not be reached within --cluster-timeout ({first_line}). The last checkpoint "
+              f"is kept; start every process again with --resume --out {shlex.quote(str(trainer.run_dir))}",
+              file=sys.stderr, flush=True)
+        os._exit(cluster.CLUSTER_FAILED)
     if status == "interrupted":
         print(f"interrupted at step {trainer.step}; checkpoint saved. Continue with: "
               f"python train.py --out {shlex.quote(str(trainer.run_dir))} --resume", file=sys.stderr)

@@ -1,8 +1,10 @@
 """The training loop shared by train.py, the notebook and the tests.
 
-Tensor conventions: images ``(N, S, S, 1)`` float32 in [-1, 1]; latent
-vectors ``(B, latent_dim)`` standard normal; discriminator logits ``(B, 1)``
-with real = 1 and fake = 0.
+Tensor conventions: images ``(N, S, S, 1)`` float32 in [-1, 1] (the
+training set itself may be uint8 pixels 0..255, as ``load_training_pixels``
+keeps it; batches.py converts each batch); latent vectors ``(B,
+latent_dim)`` standard normal; discriminator logits ``(B, 1)`` with real = 1
+and fake = 0.
 
 ``Trainer.new(config, run_dir)`` starts a run and ``Trainer.resume(run_dir,
 **changes)`` continues one from its latest checkpoint.  A run is driven by
@@ -30,6 +32,7 @@ import math
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,9 +46,10 @@ import data_utils
 import engines
 import metrics
 import sampling
-from batches import BatchSampler, latent_grid
+from batches import BatchSampler, float_images, latent_grid
+from cluster import ClusterError
 from config import ConfigError, TrainConfig
-from run_folder import RunFolder, WriteError, free_bytes
+from run_folder import FollowerRunFolder, RunFolder, WriteError, free_bytes
 
 MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
 # A BCE loss of L needs a logit of about -L on the wrong side: healthy GAN losses stay under ~20, and a
@@ -60,14 +64,26 @@ class TrainingDiverged(RuntimeError):
 
 
 def load_training_images(config: TrainConfig, progress: bool = True) -> np.ndarray:
-    """The configured data (demo cohort or a real folder) at the training size."""
-    return data_utils.load_oasis(data_utils.training_folder(config, progress), splits=config.splits, image_size=config.image_size,
-                                 limit=config.limit, progress=progress)
+    """The configured data (demo cohort or a real folder) at the training size: float32 ``(N, S, S, 1)`` in [-1, 1]."""
+    return data_utils.to_float_images(load_training_pixels(config, progress)[..., 0])
+
+
+def load_training_pixels(config: TrainConfig, progress: bool = True) -> np.ndarray:
+    """The same data as uint8 pixels ``(N, S, S, 1)``: what a Trainer keeps when it loads the data itself.
+
+    Memory-mapped from the data cache, so a cached load is near-instant, the
+    set takes a quarter of float32's memory and only the pages batches touch
+    are read in; each batch becomes float32 in [-1, 1] where it is gathered
+    (batches.py).
+    """
+    pixels = data_utils.load_pixels(data_utils.training_folder(config, progress), splits=config.splits,
+                                    image_size=config.image_size, limit=config.limit, progress=progress)
+    return pixels[..., np.newaxis]
 
 
 def ssim_reference_subset(images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """A fixed random subset of the training images (in data order) for SSIM during training."""
-    return data_utils.random_subset(images, count, np.random.default_rng([seed, 7]))
+    """A fixed random subset of the training images (in data order, float32) for SSIM during training."""
+    return float_images(data_utils.random_subset(images, count, np.random.default_rng([seed, 7])))
 
 
 def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
@@ -102,6 +118,11 @@ def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
     return merged
 
 
+def folder_for(run_dir) -> RunFolder:
+    """The run folder as this process uses it: written by the chief (or a lone process), read by the others."""
+    return RunFolder(run_dir) if engines.current().current_cluster().is_chief else FollowerRunFolder(run_dir)
+
+
 class Trainer:
     """One run: its architecture (models, optimizers, step), its batches, its folder and its bookkeeping.
 
@@ -117,7 +138,10 @@ class Trainer:
             engine.enable_determinism()
         engine.set_random_seed(config.seed)
 
-        self.images = load_training_images(config, progress) if images is None else images
+        # uint8 pixels memory-mapped from the data cache, or the caller's float32 (or uint8) images
+        self.images = load_training_pixels(config, progress) if images is None else images
+        if self.images.dtype not in (np.uint8, np.float32):
+            raise ConfigError("images", f"images must be float32 in [-1, 1] or uint8 pixels, got {self.images.dtype}")
         if self.images.ndim != 4 or self.images.shape[1:] != (config.image_size, config.image_size, 1):
             raise ConfigError(
                 "image_size",
@@ -125,15 +149,21 @@ class Trainer:
             )
         self.steps_per_epoch = config.steps_per_epoch(len(self.images))
         self.total_steps = config.total_steps(len(self.images))
-        self.sampler = BatchSampler(self.images, config.batch_size, config.latent_dim, config.seed, config.flip)
+        self.cluster = engine.current_cluster()  # one process, or this one's place in a run of several
+        if config.batch_size % self.cluster.num_processes:
+            raise ConfigError("batch_size", f"{config.batch_size} does not split evenly over "
+                                            f"{self.cluster.num_processes} processes; use a multiple of the count")
+        self.sampler = BatchSampler(self.images, config.batch_size, config.latent_dim, config.seed, config.flip,
+                                    process=(self.cluster.process_id, self.cluster.num_processes))
         self.fixed_latents = latent_grid(config.seed, config.sample_grid, config.latent_dim)
         self.ssim_references = ssim_reference_subset(self.images, config.ssim_references, config.seed)
 
         self.distribution = engine.make_distribution(config.devices)
         self.replicas = engine.replica_count(self.distribution)
         if config.batch_size % self.replicas:
+            over = f" of {self.cluster.num_processes} processes" if self.cluster.multi else ""
             raise ConfigError("batch_size", f"{config.batch_size} does not split evenly over {self.replicas} "
-                                            "devices; use a multiple of the device count")
+                                            f"devices{over}; use a multiple of the device count")
         self.architecture = architectures.for_config(config)
         self.architecture.build(engine, self.distribution)
         # On a single accelerator the training set lives on the device and batches are gathered there.
@@ -149,6 +179,7 @@ class Trainer:
         self._session_start: float | None = None
         self._log_start = 0.0
         self.stop_signal: int | None = None  # the signal (SIGINT, SIGTERM) that asked fit() to stop
+        self._agreed_out_of_time = False  # several processes: the chief's clock decides, agreed every step
 
     # --- the two ways in
 
@@ -156,7 +187,7 @@ class Trainer:
     def new(cls, config: TrainConfig, run_dir, images: np.ndarray | None = None, progress: bool = True) -> "Trainer":
         """Start a new run in ``run_dir`` (which must not hold one) from ``config``."""
         config = config.validate().resolved()
-        run = RunFolder(run_dir)
+        run = folder_for(run_dir)
         run.check_fresh()  # before the data load and model build, so nothing is wasted or changed
         created = run.path.absolute()
         while not created.parent.exists():
@@ -166,7 +197,7 @@ class Trainer:
         try:
             trainer = cls(config, run, images, progress)
             run.create(config, engines.describe_environment(), trainer.fixed_latents,
-                       trainer.images[: config.sample_grid])
+                       float_images(trainer.images[: config.sample_grid]))
         except BaseException:  # a run that cannot start leaves no half-made folder behind
             run.release_lock()
             if created is not None:
@@ -186,7 +217,7 @@ class Trainer:
         again from step 0 with its own config.  arch, image_size and
         latent_dim cannot change.
         """
-        run = RunFolder(run_dir)
+        run = folder_for(run_dir)
         config = resume_config(run, changes)
         run.acquire_lock()
         try:
@@ -261,9 +292,32 @@ class Trainer:
 
     @property
     def done(self) -> bool:
-        """All steps taken, or the config's time budget (``minutes``) spent."""
-        out_of_time = self.config.minutes is not None and self.elapsed >= 60.0 * self.config.minutes
+        """All steps taken, or the config's time budget (``minutes``) spent (on the chief's clock)."""
+        out_of_time = self._agreed_out_of_time if self.cluster.multi else self._out_of_time()
         return self.step >= self.total_steps or out_of_time
+
+    def _out_of_time(self) -> bool:
+        return self.config.minutes is not None and self.elapsed >= 60.0 * self.config.minutes
+
+    def should_stop(self) -> bool:
+        """Whether to stop before the next step: all steps taken, the time budget spent, or a signal.
+
+        Several processes agree on it (one small collective per step): a
+        signal to any of them, or the chief running out of time, stops them
+        all at the same step.  A signal that arrives after the agreement
+        counts at the next step, so no process leaves while the others step.
+        """
+        if not self.cluster.multi:
+            return self.done or self.stop_signal is not None
+        requested = self.stop_signal
+        out_of_time, signal_number = self.engine.agree_max(
+            [float(self.cluster.is_chief and self._out_of_time()), float(requested or 0)])
+        self._agreed_out_of_time = bool(out_of_time)
+        if signal_number and requested is None:
+            self.stop_signal = int(signal_number)
+            print(f"process {self.cluster.process_id}: another process of the run got "
+                  f"{signal.Signals(self.stop_signal).name}; stopping after this step", file=sys.stderr, flush=True)
+        return self.done or bool(signal_number)
 
     @property
     def elapsed(self) -> float:
@@ -275,7 +329,20 @@ class Trainer:
         """Begin a training session: the clock runs from here until ``stop``."""
         self.run.acquire_lock()
         self.stop_signal = None
+        if self.cluster.multi:
+            self._check_processes_agree()
         self._session_start = self._log_start = time.perf_counter()
+
+    def _check_processes_agree(self) -> None:
+        """Every process of a run must start from the same step of the same data, or none trains."""
+        step, minus_step, count, minus_count = self.engine.agree_max(
+            [self.step, -self.step, len(self.images), -len(self.images)])
+        if step != -minus_step or count != -minus_count:
+            self.run.release_lock()
+            raise ClusterError(
+                f"the processes of this run disagree: they start from steps {-minus_step:.0f} to {step:.0f} and "
+                f"hold {-minus_count:.0f} to {count:.0f} training images. {self.run_dir} must be on a file system "
+                "every process shares, and every process must be given the same data and flags")
 
     def train_one_step(self) -> dict | None:
         """Run one update and its bookkeeping; returns the history row when one is logged."""
@@ -367,7 +434,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not progress,
                    desc=f"{self.config.arch} {self.config.image_size}px")
         try:
-            while not self.done and self.stop_signal is None:
+            while not self.should_stop():
                 row = self.train_one_step()  # TrainingDiverged ends the session itself
                 bar.update(1)
                 if row is not None:
@@ -460,13 +527,20 @@ class Trainer:
             raise self._diverged({"weights_finite": weights_finite})
         arch = self.architecture
         meta = {**self._model_meta(), "backend": keras.backend.backend(), "elapsed_s": self.elapsed, **arch.state()}
-        path = checkpoints.save_checkpoint(
-            self.run_dir, self.step, self.epoch, arch.generator, arch.discriminator, arch.g_optimizer,
-            arch.d_optimizer, meta, keep=self.config.keep_checkpoints, size_hint=self.checkpoint_bytes(),
-            **arch.checkpoint_parts(),
-        )
+        with contextlib.ExitStack() as scratch:
+            if self.cluster.is_chief:
+                folder, keep = self.run_dir, self.config.keep_checkpoints
+            else:
+                # The chief writes the checkpoint every process resumes from.  The others make the same
+                # reads into a scratch folder they delete: under TensorFlow's multi-worker strategy reading
+                # a variable (batch-norm statistics) can be a collective, which every worker must join.
+                folder, keep = scratch.enter_context(tempfile.TemporaryDirectory(prefix="follower-ckpt-")), 1
+            path = checkpoints.save_checkpoint(
+                folder, self.step, self.epoch, arch.generator, arch.discriminator, arch.g_optimizer,
+                arch.d_optimizer, meta, keep=keep, size_hint=self.checkpoint_bytes(), **arch.checkpoint_parts(),
+            )
         self.last_checkpoint_step = self.step
-        return path
+        return path if self.cluster.is_chief else None
 
     def _model_meta(self) -> dict:
         """What a checkpoint records about the model, checked again on resume."""

@@ -9,6 +9,7 @@ import pytest
 import architectures
 import batches
 import checkpoints
+import data_utils
 import engines
 import modelscript
 import objectives
@@ -64,6 +65,49 @@ def test_batch_sampler_is_a_pure_function_of_the_step(tiny_images):
         np.testing.assert_array_equal(sampler.latent_batch(step), fresh.latent_batch(step))
     assert sampler.real_batch(0).shape == (8, 32, 32, 1)
     assert not np.array_equal(sampler.latent_batch(0), sampler.latent_batch(1))
+
+
+def test_uint8_pixels_give_the_same_batches_on_the_host_and_on_the_device(tiny_images):
+    """Training keeps uint8 pixels and converts each batch; the batches equal those of the float32 set."""
+    pixels = ((tiny_images + 1.0) * 127.5).round().astype(np.uint8)
+    as_float = pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    kept = batches.BatchSampler(pixels, batch_size=8, latent_dim=4, seed=2, flip=True)
+    converted = batches.BatchSampler(as_float, batch_size=8, latent_dim=4, seed=2, flip=True)
+    gather = engines.current().compile_gather()
+    for step in (0, 5):
+        batch = kept.real_batch(step)
+        assert batch.dtype == np.float32 and batch.shape == (8, 32, 32, 1)
+        np.testing.assert_array_equal(batch, converted.real_batch(step))
+        indices, flips = kept.batch_plan(step)
+        # the same to the last bit but one (the engine may divide by multiplying with 1 / 127.5)
+        np.testing.assert_allclose(np.asarray(gather(pixels, indices, flips)), batch, rtol=0, atol=2e-7)
+
+
+def test_same_run_from_uint8_pixels_or_float_images(tmp_path, tiny_images):
+    pixels = ((tiny_images + 1.0) * 127.5).round().astype(np.uint8)
+    as_float = pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    runs = [training.Trainer.new(small_config(steps=3, deterministic=True), tmp_path / name, images=images)
+            for name, images in (("uint8", pixels), ("float32", as_float))]
+    for trainer in runs:
+        trainer.fit(progress=False)
+    for a, b in zip(runs[0].generator.weights, runs[1].generator.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ConfigError, match="images must be float32"):
+        training.Trainer.new(small_config(), tmp_path / "int64", images=pixels.astype(np.int64))
+
+
+def test_training_set_is_kept_as_uint8_memory_mapped_from_the_cache(demo_dir, private_cache):
+    config = TrainConfig(data_dir=str(demo_dir), image_size=32, splits=("train",), steps=1)
+    first = training.load_training_pixels(config, progress=False)  # decodes into the cache
+    again = training.load_training_pixels(config, progress=False)
+    for images in (first, again):
+        assert images.dtype == np.uint8 and images.shape == (32, 32, 32, 1)
+        assert isinstance(images.base, np.memmap) or isinstance(images, np.memmap)
+        assert not images.flags.writeable  # a stray write cannot corrupt the cache
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(batches.float_images(again),
+                                  data_utils.load_oasis(demo_dir, ("train",), image_size=32))
+    np.testing.assert_array_equal(training.load_training_images(config, progress=False), batches.float_images(again))
 
 
 def test_flip_augmentation_mirrors_left_right():
