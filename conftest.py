@@ -8,7 +8,7 @@ every machine and immune to a user's own runs:
 
 * ``OASIS_GAN_REFERENCE_RUN=1`` is set here, before the kernel starts, so the
   notebook's parameters cell takes its small reference settings (the demo
-  cohort, 64x64, 100 steps of 16) on a GPU machine too, and finishes in
+  cohort, 64x64, 40 steps of 16) on a GPU machine too, and finishes in
   minutes;
 * the outputs compared with are those of ``tests/reference/driver.ipynb``
   (written by ``python tools/store_notebook_outputs.py``), not the ones saved

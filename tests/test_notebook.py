@@ -52,7 +52,7 @@ def test_under_pytest_the_notebook_takes_the_small_reference_settings_on_a_gpu_t
     cpu, gpu = parameters_namespace(gpu=False), parameters_namespace(gpu=True)
     for namespace in (cpu, gpu):
         assert (namespace["IMAGE_SIZE"], namespace["STEPS"], namespace["EPOCHS"], namespace["BATCH_SIZE"],
-                namespace["DATA_DIR"]) == (64, 100, None, 16, None)
+                namespace["DATA_DIR"]) == (64, 40, None, 16, None)
 
 
 def test_the_reference_outputs_match_the_notebook_and_the_notebook_opens_clean():
