@@ -52,6 +52,7 @@ from config import ConfigError, TrainConfig
 from run_folder import FollowerRunFolder, RunFolder, WriteError, free_bytes
 
 MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
+DEVICE_SET_BYTES = 8 * 2**30  # the largest training set copied whole to one accelerator (OASIS at 256x256: 0.7 GiB)
 # A BCE loss of L needs a logit of about -L on the wrong side: healthy GAN losses stay under ~20, and a
 # loss above this means one network has won outright (logits in the thousands) and training has stopped
 # learning, though every number is still finite (e.g. learning rates near 1 with betas 0).
@@ -167,7 +168,9 @@ class Trainer:
         self.architecture = architectures.for_config(config)
         self.architecture.build(engine, self.distribution)
         # On a single accelerator the training set lives on the device and batches are gathered there.
-        on_device = self.distribution is None and bool(engine.accelerators())
+        # A set too large for that (a set larger than memory, say) is gathered on the host from its memory map.
+        on_device = (self.distribution is None and bool(engine.accelerators())
+                     and self.images.nbytes <= DEVICE_SET_BYTES)
         self._device_images = engine.to_device(self.images) if on_device else None
         self._gather = engine.compile_gather() if on_device else None
 
