@@ -68,6 +68,18 @@ class Cluster:
 
 
 SINGLE = Cluster()
+_joined = SINGLE  # the run this process has joined: set once, by the engine's start_cluster
+
+
+def joined() -> Cluster:
+    """The run this process belongs to: what the engine joined (steps_tf / steps_jax ``start_cluster``), else SINGLE."""
+    return _joined
+
+
+def record_joined(cluster: Cluster) -> None:
+    """Called by the engine once it has joined the other processes of ``cluster``."""
+    global _joined
+    _joined = cluster
 
 
 def _integer(text, name: str) -> int:

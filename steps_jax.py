@@ -34,7 +34,6 @@ import cluster as cluster_module
 import objectives
 from config import ConfigError
 
-_started: cluster_module.Cluster | None = None  # once start_cluster has joined a run of several processes
 
 DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
 
@@ -219,10 +218,9 @@ def start_cluster(cluster: cluster_module.Cluster):
     coordinator that does not answer within ``cluster.timeout_s`` ends the
     process with a message; processes on CPUs talk through gloo.
     """
-    global _started
     if not cluster.multi:
         return None
-    if _started is None:
+    if not cluster_module.joined().multi:
         with contextlib.suppress(AttributeError, ValueError):  # option absent where gloo is the only choice
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
         where = {} if cluster.source == "slurm" else dict(
@@ -241,12 +239,8 @@ def start_cluster(cluster: cluster_module.Cluster):
                     f"--num-processes/--process-id: JAX joined as process {jax.process_index()} of "
                     f"{jax.process_count()}, but {cluster.describe()} was asked for")
             agree_max([0.0])  # the first collective: every process is up
-        _started = cluster
+        cluster_module.record_joined(cluster)
     return make_distribution(-1)
-
-
-def current_cluster() -> cluster_module.Cluster:
-    return cluster_module.SINGLE if _started is None else _started
 
 
 def _timeouts(seconds: int) -> dict:
@@ -275,7 +269,7 @@ def make_distribution(devices: int):
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts.
     In a run of several processes: every device of every process.
     """
-    if _started is not None:
+    if cluster_module.joined().multi:
         distribution = keras.distribution.DataParallel(devices=jax.devices())
         keras.distribution.set_distribution(distribution)
         return distribution

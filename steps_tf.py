@@ -29,7 +29,7 @@ import cluster as cluster_module
 import objectives
 from config import ConfigError
 
-_started: tuple | None = None  # (Cluster, MultiWorkerMirroredStrategy) once start_cluster has run
+_strategy = None  # the MultiWorkerMirroredStrategy, once start_cluster has joined a run of several processes
 
 
 def input_gradient(function, inputs):
@@ -94,7 +94,7 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
     In a run of several processes the step takes this process's block of the
     global batch (``spec.batch_size`` over the process count).
     """
-    processes = current_cluster().num_processes
+    processes = cluster_module.joined().num_processes
     batch = spec.batch_size // processes
     signature = [
         tf.TensorSpec((batch, spec.image_size, spec.image_size, 1), tf.float32, name="real_images"),
@@ -166,23 +166,20 @@ def start_cluster(cluster: cluster_module.Cluster):
     gives up after ``cluster.timeout_s`` seconds, so a process that died
     stops the others with an error instead of a hang.
     """
-    global _started
+    global _strategy
     if not cluster.multi:
         return None
-    if _started is not None:
-        return _started[1]
+    if _strategy is not None:
+        return _strategy
     resolver = (tf.distribute.cluster_resolver.SlurmClusterResolver() if cluster.source == "slurm"
                 else tf.distribute.cluster_resolver.TFConfigClusterResolver())
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=cluster.timeout_s)
     with cluster_module.bounded_wait(cluster, f"{cluster.describe()}: joining the TensorFlow cluster"):
         strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
         agree_max_on(strategy, [0.0])  # the first collective: every worker is up
-    _started = (cluster, strategy)
+    _strategy = strategy
+    cluster_module.record_joined(cluster)
     return strategy
-
-
-def current_cluster() -> cluster_module.Cluster:
-    return cluster_module.SINGLE if _started is None else _started[0]
 
 
 def agree_max_on(strategy, values) -> list[float]:
@@ -194,7 +191,7 @@ def agree_max_on(strategy, values) -> list[float]:
 
 def agree_max(values) -> list[float]:
     """``agree_max_on`` the started cluster; the values themselves for a single process."""
-    return list(map(float, values)) if _started is None else agree_max_on(_started[1], values)
+    return list(map(float, values)) if _strategy is None else agree_max_on(_strategy, values)
 
 
 def make_distribution(devices: int):
@@ -204,8 +201,8 @@ def make_distribution(devices: int):
     run of several processes, the MultiWorkerMirroredStrategy over all of
     them (each process uses all its GPUs, or its CPU).
     """
-    if _started is not None:
-        return _started[1]
+    if _strategy is not None:
+        return _strategy
     available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     count = len(available) if devices == -1 else devices
     if count > len(available):

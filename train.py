@@ -21,6 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+import cluster  # which process of how many; no framework
 import config  # no Keras: --help and flag errors answer at once
 
 CPU_IMAGE_SIZE, GPU_IMAGE_SIZE = 64, 256  # the default resolution without and with an accelerator
@@ -67,8 +68,6 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
                                            "add --resume")
     if args.resume and not args.out:
         raise argparse.ArgumentError(None, "--resume needs --out RUN, the run folder to continue")
-    import cluster  # which process of how many (no framework yet)
-
     found = cluster.discover(os.environ.get("KERAS_BACKEND") or "tensorflow", args.coordinator,
                              args.num_processes, args.process_id, args.cluster_timeout)
     if found.multi and not args.out:
@@ -118,13 +117,6 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report them
 
 
-def several_processes() -> bool:
-    """Whether this process has joined a run of several (the engine is loaded only if it might have)."""
-    engine_module = sys.modules.get("steps_tf") or sys.modules.get("steps_jax")
-    return engine_module is not None and engine_module.current_cluster().multi
-
-
-
 def ending_errors() -> tuple:
     """Errors that end a run without being a usage error: another writer, a full disk."""
     import checkpoints
@@ -148,7 +140,7 @@ def main(argv=None) -> int:
         if not isinstance(error, config.ConfigError) and isinstance(error, ending_errors()):
             print(f"error: {error}", file=sys.stderr)
             return 1
-        if several_processes():  # the others wait for this one: leave now, without the exit handlers' barriers
+        if cluster.joined().multi:  # the others wait for this one: leave now, without the exit handlers' barriers
             print(f"error: {flag_message(error)}", file=sys.stderr, flush=True)
             os._exit(2)
         parser.error(flag_message(error))  # ConfigError, DataError, CheckpointError: each names its flag or file
@@ -175,8 +167,6 @@ def main(argv=None) -> int:
     except Exception as error:
         if not trainer.cluster.multi:
             raise
-        import cluster
-
         if isinstance(error, cluster.ClusterError):  # the processes disagree: each says so and leaves
             print(f"error: {error}", file=sys.stderr, flush=True)
             os._exit(cluster.CLUSTER_FAILED)

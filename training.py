@@ -47,7 +47,7 @@ import engines
 import metrics
 import sampling
 from batches import BatchSampler, float_images, latent_grid
-from cluster import ClusterError
+from cluster import ClusterError, joined as joined_cluster
 from config import ConfigError, TrainConfig
 from run_folder import FollowerRunFolder, RunFolder, WriteError, free_bytes
 
@@ -121,7 +121,7 @@ def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
 
 def folder_for(run_dir) -> RunFolder:
     """The run folder as this process uses it: written by the chief (or a lone process), read by the others."""
-    return RunFolder(run_dir) if engines.current().current_cluster().is_chief else FollowerRunFolder(run_dir)
+    return RunFolder(run_dir) if joined_cluster().is_chief else FollowerRunFolder(run_dir)
 
 
 class Trainer:
@@ -150,7 +150,7 @@ class Trainer:
             )
         self.steps_per_epoch = config.steps_per_epoch(len(self.images))
         self.total_steps = config.total_steps(len(self.images))
-        self.cluster = engine.current_cluster()  # one process, or this one's place in a run of several
+        self.cluster = joined_cluster()  # one process, or this one's place in a run of several
         if config.batch_size % self.cluster.num_processes:
             raise ConfigError("batch_size", f"{config.batch_size} does not split evenly over "
                                             f"{self.cluster.num_processes} processes; use a multiple of the count")

@@ -66,7 +66,7 @@ def train_args(demo_dir, run, steps: int, *more) -> list[str]:
             "--ssim-references", "16", "--sample-grid", "4", "--seed", "1", "--quiet", "--out", str(run), *more]
 
 
-class Cluster2:
+class Processes:
     """Two train.py processes of one run (or one process: ``count=1``), for ``engine``."""
 
     def __init__(self, tmp_path: Path, engine: str, count: int = 2):
@@ -199,12 +199,12 @@ def test_a_coordinator_that_cannot_be_reached_fails_within_the_timeout(tmp_path,
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_processes_train_what_one_process_with_the_same_global_batch_trains(tmp_path, demo_dir, engine):
     two, one = tmp_path / "two", tmp_path / "one"
-    pair = Cluster2(tmp_path, engine)
+    pair = Processes(tmp_path, engine)
     pair.run(train_args(demo_dir, two, 4), two)
     # The reference: one process, the same global batch of 8 over two devices (batch-norm statistics are
     # per device on TensorFlow, so one device would differ by more than rounding).
     reference = {"jax": dict(XLA_FLAGS="--xla_force_host_platform_device_count=2"), "tensorflow": dict(LOGICAL_CPUS="2")}
-    Cluster2(tmp_path, engine, count=1).run(train_args(demo_dir, one, 4, "--devices", "2"), one, **reference[engine])
+    Processes(tmp_path, engine, count=1).run(train_args(demo_dir, one, 4, "--devices", "2"), one, **reference[engine])
 
     assert [row["step"] for row in history(two)] == ["1", "2", "3", "4"]
     np.testing.assert_allclose(losses(history(two)), losses(history(one)), rtol=1e-4, atol=1e-5)
@@ -216,7 +216,7 @@ def test_two_processes_train_what_one_process_with_the_same_global_batch_trains(
 @pytest.mark.parametrize("engine", ["tensorflow"])  # the agreement is the trainer's; JAX's collective runs every step
 def test_sigterm_to_any_process_stops_both_at_one_step_with_one_checkpoint(tmp_path, demo_dir, engine):
     run = tmp_path / "run"
-    pair = Cluster2(tmp_path, engine)
+    pair = Processes(tmp_path, engine)
     processes = pair.start(train_args(demo_dir, run, 10_000, "--checkpoint-every", "1000"), run)
     wait_for_rows(run, 3, processes)
     processes[1].send_signal(signal.SIGTERM)  # not the chief: the chief must hear of it and save
@@ -232,7 +232,7 @@ def test_sigterm_to_any_process_stops_both_at_one_step_with_one_checkpoint(tmp_p
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_killed_process_stops_the_other_and_both_resume_from_the_last_checkpoint(tmp_path, demo_dir, engine):
     run = tmp_path / "run"
-    pair = Cluster2(tmp_path, engine)
+    pair = Processes(tmp_path, engine)
     processes = pair.start(train_args(demo_dir, run, 10_000, "--cluster-timeout", "30"), run)
     wait_for_rows(run, 5, processes)
     processes[1].kill()
@@ -243,7 +243,7 @@ def test_a_killed_process_stops_the_other_and_both_resume_from_the_last_checkpoi
     assert "another process of the run failed" in output and "--resume" in output
     last = max(int(path.name.split("-")[1]) for path in (run / "checkpoints").iterdir())
 
-    resumed = Cluster2(tmp_path, engine)
+    resumed = Processes(tmp_path, engine)
     resumed.run(train_args(demo_dir, run, last + 2, "--resume"), run)
     steps = [int(row["step"]) for row in history(run)]
     assert steps == list(range(1, last + 3))  # rows after the checkpoint were dropped, then written again
@@ -252,7 +252,7 @@ def test_a_killed_process_stops_the_other_and_both_resume_from_the_last_checkpoi
 
 def test_a_global_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path, demo_dir):
     run = tmp_path / "run"
-    pair = Cluster2(tmp_path, "jax")
+    pair = Processes(tmp_path, "jax")
     pair.start(train_args(demo_dir, run, 2, "--batch-size", "7"), run)
     for status, output in pair.wait(timeout=120):
         assert status == 2 and "--batch-size: 7 does not split evenly over 2 processes" in output, output[-2000:]
