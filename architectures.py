@@ -12,7 +12,9 @@
   ``augment="ada"`` shows D adaptively augmented images (its probability p is
   training state); ``r1_gamma`` > 0 adds the lazy R1 penalty, with two
   compiled variants of the step and R1 on every ``r1_every``-th step.
-* ``StyleGAN2`` ("stylegan") adds style mixing.
+* ``StyleGAN2`` ("stylegan") adds style mixing and the lazy path-length
+  penalty on G (``pl_weight`` > 0: two more compiled variants, the penalty
+  on every PL_EVERY-th step; its running mean of lengths is training state).
 
 The trainer (training.py) calls ``build(engine, distribution)`` once, then
 ``train_step(step, real_images, latent_vectors)`` per step; checkpoints take
@@ -29,6 +31,7 @@ import augment
 import checkpoints
 import modelscript
 import objectives
+import stylegan
 from config import TrainConfig
 
 
@@ -57,6 +60,8 @@ def build_networks(config: TrainConfig):
 class GAN:
     """G, D, Adam and the BCE step, with whichever regularisers the config turns on."""
 
+    pl_weight = 0.0  # the path-length penalty's weight: StyleGAN2 only (its generator has styles)
+
     def __init__(self, config: TrainConfig):
         self.config = config
         self.generator = self.discriminator = self.g_optimizer = self.d_optimizer = None
@@ -64,7 +69,8 @@ class GAN:
         self.augment = augment.AdaptiveAugment(config.batch_size, config.ada_target, config.ada_kimg,
                                                enabled=config.augment == "ada")
         self.averages = config.ema_kimg > 0
-        self.regularised = self.averages or self.augment.enabled or config.r1_gamma > 0
+        self.regularised = self.averages or self.augment.enabled or config.r1_gamma > 0 or self.pl_weight > 0
+        self.pl_mean = 0.0  # running mean of the path lengths (with pl_weight > 0)
 
     def build(self, engine, distribution=None) -> None:
         """Models and optimizers (inside the distribution's scope), then the compiled step(s)."""
@@ -98,31 +104,46 @@ class GAN:
             self.plain_step = self.r1_step = engine.compile_step(self._spec(forward), distribution)
             return
 
-        def variant(r1_weight: float):
-            def forward(real_images, latent_vectors, augment_p, ema_beta):
+        def variant(r1_weight: float, pl_weight: float = 0.0):
+            def forward(real_images, latent_vectors, augment_p, ema_beta, pl_mean):
                 return objectives.regularised_objectives(
                     self.generator, self.discriminator, self.augment_seed, real_images, latent_vectors, augment_p,
-                    r1_weight, engine.input_gradient, augments=self.augment.enabled)
+                    r1_weight, engine.input_gradient, augments=self.augment.enabled, pl_weight=pl_weight,
+                    pl_mean=pl_mean)
 
             extra_state = (self.augment_seed.state,) if self.augment.enabled else ()
-            spec = self._spec(forward, scalars=("augment_p", "ema_beta"), extra_state=extra_state,
+            spec = self._spec(forward, scalars=("augment_p", "ema_beta", "pl_mean"), extra_state=extra_state,
                               generator_ema=self.generator_ema)
             return engine.compile_step(spec, distribution)
 
-        # Lazy R1: gamma / 2 x the penalty on every r1_every-th step, so x r1_every there.
+        # Lazy regularisation: each penalty on every N-th step only, its weight x N there
+        # (R1: gamma / 2 x the penalty, N = r1_every; path length: N = PL_EVERY).
+        r1_weight = self.config.r1_gamma / 2 * self.config.r1_every
+        pl_weight = self.pl_weight * stylegan.PL_EVERY
         self.plain_step = variant(0.0)
-        self.r1_step = variant(self.config.r1_gamma / 2 * self.config.r1_every) if self.config.r1_gamma > 0 \
-            else self.plain_step
+        self.r1_step = variant(r1_weight) if r1_weight > 0 else self.plain_step
+        if pl_weight > 0:
+            self.pl_step = variant(0.0, pl_weight)
+            self.r1_pl_step = variant(r1_weight, pl_weight) if r1_weight > 0 else self.pl_step
+
+    def _step_for(self, step: int):
+        """The compiled variant with the penalties due at ``step``."""
+        r1_due = step % self.config.r1_every == 0
+        if self.pl_weight > 0 and step % stylegan.PL_EVERY == 0:
+            return self.r1_pl_step if r1_due else self.pl_step
+        return self.r1_step if r1_due else self.plain_step
 
     def train_step(self, step: int, real_images, latent_vectors) -> dict:
-        """One update of D and G for step ``step`` (with R1 every r1_every steps); returns its metrics."""
+        """One update of D and G for step ``step`` (with each lazy penalty when due); returns its metrics."""
         if not self.regularised:
             return self.plain_step(real_images, latent_vectors)
-        step_fn = self.r1_step if step % self.config.r1_every == 0 else self.plain_step
         beta = objectives.ema_beta(self.config.batch_size, (step + 1) * self.config.batch_size,
-                                   self.config.ema_kimg) if self.averages else 0.0
-        metrics = dict(step_fn(real_images, latent_vectors, np.float32(self.augment.probability), np.float32(beta)))
+                                   self.config.ema_kimg, self.config.ema_rampup) if self.averages else 0.0
+        metrics = dict(self._step_for(step)(real_images, latent_vectors, np.float32(self.augment.probability),
+                                            np.float32(beta), np.float32(self.pl_mean)))
         self.augment.observe(float(metrics.pop("real_sign")))  # D's verdicts feed ADA
+        if "pl_length" in metrics:  # the running mean the next penalty measures against
+            self.pl_mean += (float(metrics.pop("pl_length")) - self.pl_mean) * stylegan.PL_DECAY
         return metrics
 
     @property
@@ -141,10 +162,11 @@ class GAN:
 
     def state(self) -> dict:
         """Plain training state saved in the checkpoint's state.json (and restored by ``load_state``)."""
-        return self.augment.state()
+        return {**self.augment.state(), **({"pl_mean": self.pl_mean} if self.pl_weight > 0 else {})}
 
     def load_state(self, state: dict) -> None:
         self.augment.load_state(state)
+        self.pl_mean = float(state.get("pl_mean", 0.0))  # checkpoints from before path-length regularisation: 0
 
     def history_extras(self) -> dict:
         """More history.csv columns for this architecture."""
@@ -161,11 +183,17 @@ class GAN:
             lines.append(f"R1 penalty on D, gamma {self.config.r1_gamma:g}, every {self.config.r1_every} steps")
         if self.augment.enabled:
             lines.append(f"adaptive augmentation of what D sees (target {self.config.ada_target:g})")
+        if self.pl_weight > 0:
+            lines.append(f"path-length penalty on G, weight {self.pl_weight:g}, every {stylegan.PL_EVERY} steps")
         return lines
 
 
 class StyleGAN2(GAN):
-    """StyleGAN2: the regularised GAN with style mixing in its generator."""
+    """StyleGAN2: the regularised GAN with style mixing and the path-length penalty on its generator."""
+
+    def __init__(self, config: TrainConfig):
+        self.pl_weight = config.pl_weight
+        super().__init__(config)
 
     def _build_extras(self) -> None:
         self.generator.mixing_probability = self.config.style_mixing

@@ -171,6 +171,10 @@ class TrainConfig:
         None, "half-life of the generator's moving average (EMA), which then draws the samples, in thousands "
               "of images, 0: off (default: dcgan-plus and stylegan batch*10/32, the seeds' dcgans 0)",
         flag="--ema-kimg", type=float, group="regularisers")
+    ema_rampup: float = setting(
+        0.05, "the EMA's half-life is at most this share of the images seen so far, 0: no ramp (StyleGAN2-ADA's "
+              "0.05; in a short run it, not --ema-kimg, sets the half-life)", flag="--ema-rampup", type=float,
+        group="regularisers")
     augment: str | None = setting(
         None, "adaptive discriminator augmentation (default: dcgan-plus and stylegan ada, the seeds' dcgans off)",
         flag="--augment", type=str, choices=AUGMENT_MODES, group="regularisers")
@@ -181,6 +185,8 @@ class TrainConfig:
     # --- stylegan only (the others ignore it)
     style_mixing: float = setting(0.9, "probability that a batch mixes two latents' styles",
                                   flag="--style-mixing", type=float, group="stylegan")
+    pl_weight: float = setting(2.0, "path-length penalty weight on G, every 4 steps, 0: off (StyleGAN2's 2)",
+                               flag="--pl-weight", type=float, group="stylegan")
     # --- bookkeeping
     seed: int = setting(0, "one seed makes a CPU run reproducible (with --deterministic, bit for bit)",
                         flag="--seed", type=int, notebook="SEED")
@@ -264,6 +270,8 @@ class TrainConfig:
         _check(self, "ema_kimg", _is_number, "a non-negative number (0: off)", lambda value: value >= 0,
                optional=True)
         _check(self, "ada_kimg", _is_number, "a positive number", lambda value: value > 0)
+        _check(self, "pl_weight", _is_number, "a non-negative number (0: off)", lambda value: value >= 0)
+        _check(self, "ema_rampup", _is_number, "a number in [0, 1] (0: no ramp)", lambda value: 0 <= value <= 1)
         for name in ("style_mixing", "ada_target"):
             _check(self, name, _is_number, "a number in [0, 1]", lambda value: 0.0 <= value <= 1.0)
         if self.precision not in PRECISIONS:

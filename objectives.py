@@ -9,7 +9,8 @@ models' (mixed) precision.
   DCGANs as they trained).
 * ``regularised_objectives``: the same with adaptive augmentation of what D
   sees (augment.py) and the R1 penalty (stylegan, dcgan-plus, and any
-  architecture given --augment ada or --r1-gamma).
+  architecture given --augment ada or --r1-gamma), and for stylegan the
+  path-length penalty on G (``path_length_penalty``, --pl-weight).
 * ``ema_beta`` and ``moving_average``: the generator's exponential moving
   average, which draws the samples when --ema-kimg is above 0.
 
@@ -25,8 +26,8 @@ import dataclasses
 import keras
 
 import augment
+import stylegan
 
-EMA_RAMPUP = 0.05  # early on, the EMA half-life is at most 5 % of the images seen (StyleGAN2-ADA)
 
 
 def as_float32(tensor):
@@ -65,9 +66,25 @@ def gan_objectives(generator, discriminator, real_images, latent_vectors):
     return g_loss, d_loss, {"g_loss": g_loss, "d_loss": d_loss, **verdict_metrics(real_logits, fake_logits)}
 
 
+def path_length_penalty(generator, latent_vectors, pl_mean, input_gradient):
+    """StyleGAN2's path-length penalty -> (penalty, mean length), both float32 scalars.
+
+    On the first 1 / PL_BATCH_SHRINK of the batch: the mean squared distance
+    of each image's path length (``StyleGenerator.path_lengths``) from
+    ``pl_mean``, the running mean of past lengths, which the caller keeps
+    (architectures.StyleGAN2).  A fixed-size step in w then moves the image
+    by a fixed amount wherever w is, which makes G smoother to invert and its
+    styles better spread.
+    """
+    count = max(1, latent_vectors.shape[0] // stylegan.PL_BATCH_SHRINK)
+    lengths = generator.path_lengths(latent_vectors[:count], input_gradient)
+    return keras.ops.mean(keras.ops.square(lengths - pl_mean)), keras.ops.mean(lengths)
+
+
 def regularised_objectives(generator, discriminator, seed_generator, real_images, latent_vectors, augment_p,
-                           r1_weight: float, input_gradient, augments: bool = True):
-    """Forward pass of a regularised step -> (g_loss, d_objective, metrics).
+                           r1_weight: float, input_gradient, augments: bool = True, pl_weight: float = 0.0,
+                           pl_mean=None):
+    """Forward pass of a regularised step -> (g_objective, d_objective, metrics).
 
     With ``augments``, D sees real and generated images through the same
     random augmentation (probability ``augment_p``, see augment.py).  With ``r1_weight`` > 0 the
@@ -75,7 +92,10 @@ def regularised_objectives(generator, discriminator, seed_generator, real_images
     squared gradient norm of D at the real images (lazy regularisation: the
     caller runs this variant every ``r1_every`` steps with the weight scaled
     up to match).  ``input_gradient(fn, x)`` is the engine's
-    ``(fn(x), d sum(fn(x)) / dx)``, differentiable again.
+    ``(fn(x), d sum(fn(x)) / dx)``, differentiable again.  With ``pl_weight``
+    > 0 (StyleGAN, every PL_EVERY-th step, the weight scaled up to match), G's
+    objective gains ``pl_weight`` x the path-length penalty against
+    ``pl_mean``; metrics then hold ``pl_length``, the batch's mean length.
     """
     def judge(images):
         if augments:
@@ -94,21 +114,40 @@ def regularised_objectives(generator, discriminator, seed_generator, real_images
     d_loss = discriminator_loss(real_logits, fake_logits)
     metrics = {"g_loss": g_loss, "d_loss": d_loss, **verdict_metrics(real_logits, fake_logits),
                "real_sign": keras.ops.mean(keras.ops.sign(real_logits))}  # ADA's overfitting signal r_t
+    g_objective, d_objective = g_loss, d_loss
+    if pl_weight:
+        pl_penalty, metrics["pl_length"] = path_length_penalty(generator, latent_vectors, pl_mean, input_gradient)
+        metrics["pl_penalty"] = pl_penalty
+        g_objective = g_loss + pl_weight * pl_penalty
     if r1_weight:
         metrics["r1_penalty"] = r1_penalty
-        return g_loss, d_loss + r1_weight * r1_penalty, metrics
-    return g_loss, d_loss, metrics
+        d_objective = d_loss + r1_weight * r1_penalty
+    return g_objective, d_objective, metrics
 
 
-def ema_beta(batch_size: int, images_seen: int, half_life_kimg: float) -> float:
-    """Per-step EMA decay for a half-life in images, ramped up over the first images (StyleGAN2-ADA)."""
-    half_life = min(half_life_kimg * 1000.0, images_seen * EMA_RAMPUP)
+def ema_beta(batch_size: int, images_seen: int, half_life_kimg: float, rampup: float = 0.0) -> float:
+    """Per-step EMA decay for a half-life in images; with ``rampup`` > 0 the half-life is at most that
+    share of the images seen (StyleGAN2-ADA's ramp, 0.05, which keeps the first, poor weights out)."""
+    half_life = half_life_kimg * 1000.0
+    if rampup > 0:
+        half_life = min(half_life, images_seen * rampup)
     return 0.5 ** (batch_size / max(half_life, 1e-8))
 
 
 def moving_average(average, current, beta):
     """One EMA update of a weight: ``beta * average + (1 - beta) * current``."""
     return current + (average - current) * beta
+
+
+def averaged_state(variable) -> bool:
+    """Whether the EMA averages a generator's non-trainable variable like a weight, or copies it.
+
+    Floating-point state is averaged: batchnorm's running statistics (copied,
+    they would be the raw G's, out of step with the averaged weights, which
+    skewed the samples towards some slice levels), StyleGAN's running mean of
+    w and its fixed noise (constant).  Integer state (RNG seeds) is copied.
+    """
+    return "float" in str(variable.dtype)
 
 
 @dataclasses.dataclass

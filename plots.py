@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 REQUIRED_COLUMNS = ("step", "epoch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "images_per_s", "elapsed_s")
 # Measured on some rows only (blank elsewhere): the median best-match SSIM of
 # the fixed sample grid against a fixed subset of the training images.
-# StyleGAN runs add the R1 penalty (on the rows whose steps applied it) and
-# the augmentation probability p.
-OPTIONAL_COLUMNS = ("nn_ssim", "r1_penalty", "augment_p")
+# Regularised runs add the R1 penalty (on the rows whose steps applied it) and
+# the augmentation probability p; StyleGAN the path-length penalty (likewise).
+OPTIONAL_COLUMNS = ("nn_ssim", "r1_penalty", "augment_p", "pl_penalty")
 HISTORY_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 COURSE_SSIM_BAR = 0.6  # the course's bar for this task: "SSIM > 0.6"
 

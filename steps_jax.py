@@ -147,7 +147,10 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
             beta = spec.ema_beta(scalars)
             new_ema = [objectives.moving_average(average, current, beta)
                        for average, current in zip(values[5], new_g)]
-            new_values += [new_ema, new_others[:len(generator_others)]]  # running mean of w, fixed noise: copied
+            new_ema_state = [objectives.moving_average(average, current, beta)
+                             if objectives.averaged_state(variable) else current  # RNG states: copied
+                             for variable, average, current in zip(generator_others, values[6], new_others)]
+            new_values += [new_ema, new_ema_state]
         return new_values, metrics
 
     return _JittedStep(groups, step, spec.batch_size, distribution)

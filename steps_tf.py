@@ -66,11 +66,12 @@ def train_step(spec: objectives.StepSpec, real_images, latent_vectors, *scalars,
 
 
 def update_ema(generator_ema, generator, beta) -> None:
-    """The averaged generator moves towards G; the running mean of w and fixed noise are copied."""
+    """The averaged generator moves towards G: weights and float state averaged, RNG states copied."""
     for average, current in zip(generator_ema.trainable_variables, generator.trainable_variables):
         average.assign(objectives.moving_average(average, current, beta))
     for average, current in zip(generator_ema.non_trainable_variables, generator.non_trainable_variables):
-        average.assign(current)
+        average.assign(objectives.moving_average(average, current, beta) if objectives.averaged_state(current)
+                       else current)
 
 
 # ------------------------------------------------------------ compilation

@@ -18,7 +18,10 @@ Generator (Karras et al. 2020, "StyleGAN2", with its skip outputs):
   outputs are upsampled and summed, then squashed by tanh into [-1, 1];
 * ``w_avg``: running mean of w, the centre that truncation (psi) pulls
   towards; style mixing during training swaps in a second latent's styles
-  from a random layer on (probability ``mixing_probability``).
+  from a random layer on (probability ``mixing_probability``);
+* ``path_lengths``: how far the image moves for a random unit step in w,
+  which StyleGAN2's path-length regulariser keeps the same for every w
+  (objectives.path_length_penalty).
 
 Noise is fresh on every call when ``training=True`` and a fixed per-layer
 image otherwise, so a latent vector always gives the same sample.
@@ -39,6 +42,11 @@ MAPPING_LAYERS = 4  # StyleGAN2 uses 8; its ADA paper used 2 for small data sets
 MAPPING_LR_MULTIPLIER = 0.01  # the mapping network learns 100x slower (StyleGAN)
 MIXING_PROBABILITY = 0.9  # style mixing regularisation (StyleGAN2 default)
 W_AVG_BETA = 0.995  # running mean of w for truncation
+# Path-length regularisation (StyleGAN2): every PL_EVERY-th generator step, on half the batch
+# (PL_BATCH_SHRINK), against a running mean of the lengths with this decay per regularised step.
+PL_EVERY = 4
+PL_BATCH_SHRINK = 2
+PL_DECAY = 0.01
 LEAK = 0.2
 ACTIVATION_GAIN = math.sqrt(2.0)  # keeps activations at unit variance after LeakyReLU
 MBSTD_GROUP = 4  # minibatch standard deviation over groups of 4 images
@@ -328,15 +336,36 @@ class StyleGenerator(keras.Model):
         keep = (ops.arange(self.num_ws) < crossover)[None, :, None]
         return ops.where(keep, self.broadcast(w_first), self.broadcast(w_second))
 
-    def call(self, latent_vectors, training=False, truncation_psi: float = 1.0):
+    def styles(self, latent_vectors, training=False, truncation_psi: float = 1.0):
+        """Latent vectors -> per-layer styles ``(B, num_ws, latent_dim)``, style-mixed in training."""
         w = self.map(latent_vectors, truncation_psi, training=training)
         if training and self.mixing_probability > 0:
             # Style mixing: from a random layer on, use a second latent's styles.
             second = self.map(keras.random.normal(ops.shape(latent_vectors), seed=self.mixing_seed))
             crossover = keras.random.randint((), 1, self.num_ws, seed=self.mixing_seed)
             mixing = keras.random.uniform((), seed=self.mixing_seed) < self.mixing_probability
-            return self.synthesize(self.mix(w, second, ops.where(mixing, crossover, self.num_ws)), training=True)
-        return self.synthesize(self.broadcast(w), training=training)
+            return self.mix(w, second, ops.where(mixing, crossover, self.num_ws))
+        return self.broadcast(w)
+
+    def call(self, latent_vectors, training=False, truncation_psi: float = 1.0):
+        return self.synthesize(self.styles(latent_vectors, training, truncation_psi), training=training)
+
+    def path_lengths(self, latent_vectors, input_gradient):
+        """``|J_w^T y|`` per image ``(B,)`` float32: y is image-space noise of unit expected norm,
+        J the Jacobian of the (training-mode) image with respect to its styles w.
+
+        ``input_gradient(fn, x)`` is the engine's differentiable input gradient (steps_tf / steps_jax).
+        """
+        ws = self.styles(latent_vectors, training=True)
+        size = self.image_size
+        noise = keras.random.normal((ops.shape(ws)[0], size, size, 1), seed=self.mixing_seed) / size
+
+        def weighted_image(styles):
+            return ops.cast(self.synthesize(styles, training=True), "float32") * noise
+
+        _, gradients = input_gradient(weighted_image, ws)
+        gradients = ops.cast(gradients, "float32")
+        return ops.sqrt(ops.mean(ops.sum(ops.square(gradients), axis=2), axis=1))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.image_size, self.image_size, 1)

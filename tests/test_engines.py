@@ -61,12 +61,21 @@ def test_jax_engine_trains_without_tensorflow_and_its_checkpoint_resumes_on_tens
     report = run_python(TRAIN_SNIPPET + """
     trainer, changed = train("run")
     rows = open("run/history.csv").read().splitlines()
+    # StyleGAN's first step has both lazy penalties: R1's input gradient through D, path length's through G.
+    style = training.Trainer.new(TrainConfig(demo=True, steps=1, arch="stylegan", latent_dim=16,
+                                             **{**{QUICK}, "log_every": 1}), "style", images=images, progress=False)
+    style.fit(progress=False)
+    style_row = open("style/history.csv").read().splitlines()
     print(json.dumps({"backend": training.keras.backend.backend(), "changed": changed, "rows": len(rows) - 1,
                       "tensorflow_imported": "tensorflow" in sys.modules,
-                      "environment": json.load(open("run/environment.json"))}))
-    """, tmp_path, KERAS_BACKEND="jax")
+                      "environment": json.load(open("run/environment.json")),
+                      "style": dict(zip(style_row[0].split(","), style_row[1].split(","))),
+                      "pl_mean": style.architecture.pl_mean}))
+    """.replace("{QUICK}", repr(QUICK)), tmp_path, KERAS_BACKEND="jax")
     assert report["backend"] == "jax" and report["changed"] and report["rows"] == 2  # steps 2 and 4
     assert not report["tensorflow_imported"], "the JAX path must not need TensorFlow"
+    assert float(report["style"]["pl_penalty"]) > 0 and float(report["style"]["r1_penalty"]) >= 0
+    assert report["pl_mean"] > 0
     assert report["environment"]["backend"] == "jax" and "jax" in report["environment"]
 
     # The same run folder goes on under TensorFlow (this process): checkpoints are backend-neutral.

@@ -45,9 +45,15 @@ def test_dcgan_plus_trains_with_r1_augmentation_and_an_ema_that_draws_the_sample
     assert architecture.regularised and trainer.sampling_generator is architecture.generator_ema
     ema, raw = weights_of(architecture.generator_ema), weights_of(architecture.generator)
     assert any(not np.allclose(a, b) for a, b in zip(ema, raw))  # the average lags G
+    # ...and so do its batchnorm statistics: averaged with the weights, not copied from G
+    ema_stats, raw_stats = ([np.array(v) for v in model.non_trainable_variables]
+                            for model in (architecture.generator_ema, architecture.generator))
+    assert len(ema_stats) == len(raw_stats) > 0
+    assert all(not np.allclose(a, b) for a, b in zip(ema_stats, raw_stats))
     assert all(np.isfinite(row["g_loss"]) and np.isfinite(row["d_loss"]) for row in rows)
     assert any(row.get("r1_penalty", -1) >= 0 for row in rows)
     assert any(row["augment_p"] > 0 for row in rows)
+    assert not any("pl_penalty" in row for row in rows) and "pl_mean" not in architecture.state()  # StyleGAN's only
     assert architecture.plain_step.experimental_get_tracing_count() == 1
     assert (run_dir / "checkpoints" / "ckpt-00000006" / f"{checkpoints.EMA_MODEL}.weights.h5").is_file()
 

@@ -10,6 +10,7 @@ import checkpoints
 import modelscript
 import objectives
 import sampling
+import stylegan
 import training
 from config import ConfigError, TrainConfig
 
@@ -98,6 +99,22 @@ def test_style_mixing_takes_coarse_styles_from_one_latent_and_fine_from_the_othe
     assert np.abs(mixed - only_first).max() > 1e-4 and np.abs(mixed - only_second).max() > 1e-4
 
 
+def test_path_length_penalty_measures_against_the_running_mean_and_trains_mapping_and_synthesis(generator):
+    import steps_tf
+
+    z = tf.constant(latents(6))
+    with tf.GradientTape() as tape:
+        penalty, mean_length = objectives.path_length_penalty(generator, z, 0.0, steps_tf.input_gradient)
+    assert penalty.shape == () and float(mean_length) > 0
+    assert float(penalty) >= float(mean_length) ** 2 * (1 - 1e-5)  # against 0: the mean square length
+    named = {variable.path.split("/", 1)[1]: variable for variable in generator.trainable_variables}
+    reached = tape.gradient(penalty, [named["mapping0/kernel"], named["conv32_1/kernel"], named["conv8_0/affine/kernel"]])
+    assert all(gradient is not None and float(tf.reduce_max(tf.abs(gradient))) > 0 for gradient in reached)
+    lengths = np.array(generator.path_lengths(z[:3], steps_tf.input_gradient))
+    assert lengths.shape == (3,) and (lengths > 0).all() and np.isfinite(lengths).all()
+    assert stylegan.PL_EVERY == 4 and stylegan.PL_BATCH_SHRINK == 2  # StyleGAN2's lazy interval, half batch
+
+
 def test_augmentation_is_identity_at_p_zero_and_differentiable(tiny_images):
     seed = keras.random.SeedGenerator(0)
     images = tf.constant(tiny_images[:8])
@@ -127,8 +144,9 @@ def test_ada_controller_moves_p_towards_the_target_and_round_trips():
 
 
 def test_ema_half_life():
-    assert objectives.ema_beta(32, 10**9, 10.0) ** (10_000 / 32) == pytest.approx(0.5)
-    assert objectives.ema_beta(32, 64, 10.0) == pytest.approx(0.5 ** (32 / (64 * objectives.EMA_RAMPUP)))
+    assert objectives.ema_beta(32, 10**9, 10.0, 0.05) ** (10_000 / 32) == pytest.approx(0.5)
+    assert objectives.ema_beta(32, 64, 10.0, 0.05) == pytest.approx(0.5 ** (32 / (64 * 0.05)))  # ramped
+    assert objectives.ema_beta(32, 64, 10.0) ** (10_000 / 32) == pytest.approx(0.5)  # no ramp: the half-life
 
 
 def test_training_changes_weights_logs_r1_and_p_and_keeps_an_ema(trained_run):
@@ -139,12 +157,20 @@ def test_training_changes_weights_logs_r1_and_p_and_keeps_an_ema(trained_run):
     ema, raw = weights_of(trainer.sampling_generator), weights_of(trainer.generator)
     assert any(not np.allclose(a, b) for a, b in zip(ema, raw))  # the EMA lags the raw generator
     assert any(not np.allclose(a, b) for a, b in zip(ema, g_initial))  # ...but has moved
+    for average, current in zip(trainer.sampling_generator.non_trainable_variables,
+                                trainer.generator.non_trainable_variables):
+        if not objectives.averaged_state(current):  # RNG states are copied, not averaged
+            np.testing.assert_array_equal(np.array(average), np.array(current))
+    assert not np.allclose(trainer.sampling_generator.w_avg, trainer.generator.w_avg)  # the mean of w: averaged
     assert all(np.isfinite(row["g_loss"]) and np.isfinite(row["d_loss"]) for row in rows)
     assert all(0.0 <= row["augment_p"] <= 1.0 for row in rows)
     assert any(row["augment_p"] > 0 for row in rows)  # D is sure of the real images early on
     assert any("r1_penalty" in row and row["r1_penalty"] >= 0 for row in rows)
+    assert any("pl_penalty" in row and row["pl_penalty"] >= 0 for row in rows)  # steps 0 and 4
+    assert trainer.architecture.pl_mean > 0  # the running mean of path lengths moved
     assert trainer.architecture.plain_step.experimental_get_tracing_count() == 1
     assert trainer.architecture.r1_step.experimental_get_tracing_count() == 1
+    assert trainer.architecture.r1_pl_step.experimental_get_tracing_count() == 1  # r1_every 2 divides PL_EVERY
     np.testing.assert_allclose(trainer.sample(), sampling.generate_images(trainer.sampling_generator,
                                                                           trainer.fixed_latents))
     assert (run_dir / "checkpoints" / "ckpt-00000008" / "generator_ema.weights.h5").is_file()
@@ -156,6 +182,7 @@ def test_resume_restores_augmentation_strength_ema_and_step(trained_run, tiny_im
     assert resumed.step == 8
     assert resumed.architecture.augment.probability == trainer.architecture.augment.probability > 0
     assert resumed.architecture.augment.state() == pytest.approx(trainer.architecture.augment.state(), nan_ok=True)
+    assert resumed.architecture.pl_mean == trainer.architecture.pl_mean > 0
     for restored, saved in zip(weights_of(resumed.sampling_generator), weights_of(trainer.sampling_generator)):
         np.testing.assert_array_equal(restored, saved)
     np.testing.assert_array_equal(np.array(resumed.architecture.augment_seed.state), np.array(trainer.architecture.augment_seed.state))
@@ -187,6 +214,7 @@ def test_stylegan_settings_are_checked_and_defaulted():
     config = style_config().validate().resolved()
     assert (config.g_learning_rate, config.d_learning_rate, config.beta_1, config.beta_2) == (2e-3, 2e-3, 0.0, 0.99)
     assert config.r1_gamma == pytest.approx(0.0002 * 32**2 / 8) and config.ema_kimg == pytest.approx(8 * 10 / 32)
+    assert config.pl_weight == 2.0  # StyleGAN2's
     dcgan = TrainConfig(data_dir="x", steps=1, arch="dcgan").validate().resolved()
     assert (dcgan.g_learning_rate, dcgan.d_learning_rate, dcgan.beta_1) == (2e-4, 1e-4, 0.5)
     # The seeds' DCGANs train as they did: no R1, no EMA, no augmentation, unless asked.
@@ -200,7 +228,8 @@ def test_stylegan_settings_are_checked_and_defaulted():
     assert chosen.validate() == TrainConfig(data_dir="x", steps=1, arch="stylegan", g_learning_rate=1e-3)  # unchanged
     for changes, field in (({"augment": "diff"}, "augment"), ({"r1_gamma": -1.0}, "r1_gamma"),
                            ({"style_mixing": 1.5}, "style_mixing"), ({"ema_kimg": -1}, "ema_kimg"),
-                           ({"r1_every": 0}, "r1_every"), ({"ada_kimg": None}, "ada_kimg")):
+                           ({"r1_every": 0}, "r1_every"), ({"ada_kimg": None}, "ada_kimg"),
+                           ({"pl_weight": -2.0}, "pl_weight"), ({"ema_rampup": 1.5}, "ema_rampup")):
         with pytest.raises(ConfigError) as error:
             style_config(**changes).validate()
         assert error.value.field == field
