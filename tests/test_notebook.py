@@ -14,7 +14,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 import config as config_module
 import notebook_ui
@@ -34,6 +33,32 @@ def parameters_namespace(gpu: bool = False) -> dict:
     namespace = {"os": os, "GPU": gpu, "notebook_ui": notebook_ui}
     exec(parameters_cell(), namespace)
     return namespace
+
+
+def run_fresh(arguments: list, cwd: Path, environment: dict | None = None, timeout: int = 900) -> str:
+    """Run ``python ARGUMENTS`` in a fresh process -> its output; a failure shows the output's end.
+
+    Notebooks run this way, not through nbclient inside the suite's own process: late in the suite that
+    process (gigabytes, dozens of threads) once missed the kernel's last reply and waited out nbclient's
+    timeout, ten minutes, before going on.
+    """
+    result = subprocess.run([sys.executable, *arguments], cwd=cwd, env=environment or dict(os.environ),
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout
+
+
+EXECUTE_NOTEBOOK = """
+import sys
+
+import nbformat
+from nbclient import NotebookClient
+
+path, cwd = sys.argv[1:]
+notebook = nbformat.read(path, as_version=4)
+NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": cwd}}).execute()
+nbformat.write(notebook, path)
+"""
 
 
 def test_the_parameters_cell_defines_exactly_the_declared_notebook_settings(monkeypatch):
@@ -81,7 +106,10 @@ def test_a_users_own_run_and_save_leave_the_regression_check_passing(tmp_path, d
     parameters = next(cell for cell in users_run.cells if "parameters" in cell.metadata.get("tags", []))
     parameters.source += (f"\nIMAGE_SIZE, STEPS, BATCH_SIZE, DEMO_ROOT, DEMO_SUBJECTS = 32, 4, 8, "
                           f"{str(demo_dir.parent)!r}, 3\nN_SEARCH, WALK_STEPS = 4, 3")
-    NotebookClient(users_run, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(copy)}}).execute()
+    users_path = tmp_path / "users_run.ipynb"
+    nbformat.write(users_run, users_path)
+    run_fresh(["-c", EXECUTE_NOTEBOOK, str(users_path), str(copy)], copy)
+    users_run = nbformat.read(users_path, as_version=4)
     for cell, ran in zip(notebook.cells, users_run.cells):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = ran.outputs, ran.execution_count
@@ -95,10 +123,8 @@ def test_a_users_own_run_and_save_leave_the_regression_check_passing(tmp_path, d
 
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     environment.pop(notebook_ui.REFERENCE_RUN_VARIABLE)  # the check sets it itself
-    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval", "driver.ipynb"],
-                            cwd=copy, env=environment, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert " passed" in result.stdout.splitlines()[-1]
+    output = run_fresh(["-m", "pytest", "-p", "no:cacheprovider", "--nbval", "driver.ipynb"], copy, environment, 1200)
+    assert " passed" in output.splitlines()[-1]
 
 
 def test_every_notebook_setting_reaches_the_config_field_that_declares_it():
@@ -150,15 +176,16 @@ def test_optional_numbers_in_the_form_are_parsed_and_bad_text_is_named():
         form.values()
 
 
-def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path, monkeypatch):
-    papermill = pytest.importorskip("papermill")
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as a user's kernel starts
+def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
+    pytest.importorskip("papermill")
+    # The kernel starts as a user's does: without the suite's TF_CPP_MIN_LOG_LEVEL.
+    environment = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
     run = tmp_path / "run"
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(tmp_path / "out.ipynb"), cwd=str(ROOT), kernel_name="python3", progress_bar=False,
-        parameters=dict(ARCH="stylegan", EPOCHS=1, IMAGE_SIZE=32, BATCH_SIZE=8, DEMO_ROOT=str(tmp_path / "demo"),
-                        DEMO_SUBJECTS=3, RUN_DIR=str(run), N_SEARCH=4, TOP_K=2, WALK_STEPS=5),
-    )  # nbval runs the default dcgan; this run takes the StyleGAN branches (EMA, style mixing)
+    parameters = dict(ARCH="stylegan", EPOCHS=1, IMAGE_SIZE=32, BATCH_SIZE=8, DEMO_ROOT=str(tmp_path / "demo"),
+                      DEMO_SUBJECTS=3, RUN_DIR=str(run), N_SEARCH=4, TOP_K=2, WALK_STEPS=5)
+    run_fresh(["-m", "papermill", str(NOTEBOOK), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), "-k", "python3",
+               "--no-progress-bar", *(part for name, value in parameters.items() for part in ("-p", name, str(value)))],
+              ROOT, environment)  # nbval runs the default dcgan; this run takes the StyleGAN branches (EMA, mixing)
     config = json.loads((run / "config.json").read_text())
     assert config["epochs"] == 1 and config["steps"] is None and config["image_size"] == 32
     assert config["arch"] == "stylegan" and config["g_learning_rate"] == 2e-3
