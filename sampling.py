@@ -59,13 +59,14 @@ def interpolate_images(generator, start, end, count: int) -> np.ndarray:
     return generate_images(generator, path.astype(np.float32))
 
 
-def load_generator(run_dir, checkpoint=None):
+def load_generator(run_dir, checkpoint=None, averaged: bool = True):
     """(generator, config, checkpoint state) of a run: the generator that draws its samples.
 
     The weights are those of the newest good checkpoint (a corrupt one is
     skipped with a warning), or of ``checkpoint`` (a folder, or its name
-    under RUN/checkpoints/); StyleGAN runs sample from their averaged (EMA)
-    generator.
+    under RUN/checkpoints/).  Runs that keep a generator average (EMA; the
+    default for dcgan-plus and stylegan) sample from it; ``averaged=False``
+    gives G as trained instead.
     """
     run = RunFolder(run_dir)
     config = run.read_config()
@@ -74,7 +75,7 @@ def load_generator(run_dir, checkpoint=None):
 
     def restore(folder):
         state = checkpoints.restore_checkpoint(folder, generator, expect=expect)
-        if (folder / f"{checkpoints.EMA_MODEL}.weights.h5").is_file():
+        if averaged and (folder / f"{checkpoints.EMA_MODEL}.weights.h5").is_file():
             checkpoints.load_model_weights(generator, folder, checkpoints.EMA_MODEL)
         return state
 

@@ -37,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 import checkpoints  # noqa: E402
 import data_utils  # noqa: E402
 import evaluate  # noqa: E402
-import modelscript  # noqa: E402
 import sampling  # noqa: E402
 from batches import sample_latents  # noqa: E402
 from run_folder import RunFolder  # noqa: E402
@@ -45,12 +44,8 @@ from run_folder import RunFolder  # noqa: E402
 COLUMNS = ("generator", "realism", "level distance", "recall", "diversity ratio", "share of slices 20-23")
 
 
-def generator_at(config, checkpoint: Path, averaged: bool):
-    generator = modelscript.build_generator(config.arch, config.image_size, config.latent_dim)
-    checkpoints.restore_checkpoint(checkpoint, generator)
-    if averaged:
-        checkpoints.load_model_weights(generator, checkpoint, checkpoints.EMA_MODEL)
-    return generator
+def generator_at(run_dir, checkpoint: Path, averaged: bool):
+    return sampling.load_generator(run_dir, checkpoint, averaged=averaged)[0]
 
 
 def recompute_batchnorm(generator, batches: int, batch_size: int, seed: int) -> None:
@@ -94,7 +89,7 @@ def main(argv=None) -> None:
 
     print(f"{args.run} ({config.arch} {config.image_size}px), {description}; {args.n} samples each\n")
     print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
-    raw = [generator_at(config, folder, averaged=False) for folder in kept]
+    raw = [generator_at(args.run, folder, averaged=False) for folder in kept]
     for folder, generator in zip(kept, raw):
         print(row(f"raw {folder.name}", generator, latents, train, test, levels), flush=True)
     if len(raw) > 1:
@@ -104,8 +99,9 @@ def main(argv=None) -> None:
     if not averaged:
         return
     for folder in kept:
-        print(row(f"ema {folder.name}", generator_at(config, folder, True), latents, train, test, levels), flush=True)
-    newest = generator_at(config, kept[-1], averaged=True)
+        averaged_generator = generator_at(args.run, folder, averaged=True)
+        print(row(f"ema {folder.name}", averaged_generator, latents, train, test, levels), flush=True)
+    newest = generator_at(args.run, kept[-1], averaged=True)
     if any("moving_mean" in variable.path for variable in newest.non_trainable_variables):
         recompute_batchnorm(newest, args.recompute_batches, args.batch_size, args.seed)
         print(row(f"ema {kept[-1].name}, batchnorm recomputed", newest, latents, train, test, levels), flush=True)

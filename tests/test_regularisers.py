@@ -68,6 +68,9 @@ def test_dcgan_plus_resumes_its_average_and_augmentation(plus_run, tiny_images):
     assert config.arch == "dcgan-plus"
     for restored, saved in zip(weights_of(loaded), weights_of(trainer.sampling_generator)):
         np.testing.assert_array_equal(restored, saved)
+    raw, _, _ = sampling.load_generator(run_dir, averaged=False)  # G as trained, not its average
+    for restored, saved in zip(weights_of(raw), weights_of(trainer.generator)):
+        np.testing.assert_array_equal(restored, saved)
 
 
 def test_the_seed_dcgan_takes_an_ema_alone_when_asked(tmp_path, tiny_images):
