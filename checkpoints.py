@@ -249,7 +249,8 @@ def load_model_weights(model, checkpoint: Path, name: str) -> None:
     except (ValueError, OSError, KeyError, Warning) as exc:
         raise CheckpointError(
             f"{checkpoint}: cannot load {name}.weights.h5 into this model ({exc}); "
-            "it was saved by a different architecture or image size"
+            "it was saved by a different architecture or image size, or by a version of this project whose "
+            "network differed (dcgan-plus's generator gained its 3x3 output conv in 2026-11: see docs/results.md)"
         ) from exc
 
 

@@ -126,7 +126,7 @@ class TrainConfig:
                             flag="--splits", type=str, choices=SPLITS, action="append", notebook="SPLITS")
     limit: int | None = setting(None, "use only the first N images (quick trials)", flag="--limit", type=int)
     # --- model
-    arch: str = setting("dcgan-plus", "dcgan-plus (dcgan-classic's networks with R1, a generator EMA and "
+    arch: str = setting("dcgan-plus", "dcgan-plus (dcgan-classic's networks, a 3x3 conv output, R1, a generator EMA and "
                                       "adaptive augmentation), dcgan (seed 000), dcgan-classic (Radford et al.) "
                                       "or stylegan (StyleGAN2)",
                         flag="--arch", type=str, choices=ARCHITECTURES, notebook="ARCH", widget="architecture")

@@ -9,10 +9,12 @@ no I/O and no plotting.
 Architectures (``arch``):
 
 ``"dcgan-plus"`` (the default)
-    dcgan-classic's networks, trained with the regularisers of StyleGAN2-ADA
-    (architectures.py): R1 on D, a generator EMA that draws the samples, and
-    adaptive augmentation.  On the CPU demo budget it is the most realistic
-    (docs/results.md).
+    dcgan-classic's networks, but the generator's last upsampling keeps 32
+    channels (batchnorm, ReLU) and a 3x3 conv draws the image from them (no
+    pixel speckle, which a transposed conv straight to the image leaves),
+    trained with the regularisers of StyleGAN2-ADA (architectures.py): R1 on
+    D, a generator EMA that draws the samples, and adaptive augmentation.  On
+    the CPU demo budget it is the most realistic (docs/results.md).
 ``"dcgan"`` (seed 000's design)
     G: latent 256 -> dense -> (S/8, S/8, C) -> three 4x4 stride-2 transposed
     convs (256, 128, 64 filters) -> two 3x3 convs (32, then 1 + tanh);
@@ -51,6 +53,7 @@ DROPOUT = 0.4  # seed 000: slows the discriminator down
 # the moving statistics) come out nearly black.  0.9 is PyTorch's default and
 # what DCGAN implementations were tuned with.
 BN_MOMENTUM = 0.9
+REFINE_FILTERS = 32  # dcgan-plus: channels of the last upsampling, from which a 3x3 conv draws the image
 DENSE_UNITS_CAP = 2**17  # dcgan: keeps the projection under ~33M weights at 256x256
 
 
@@ -79,8 +82,9 @@ def build_generator(arch: str = "dcgan", image_size: int = 256, latent_dim: int 
     """``(B, latent_dim)`` latent vectors -> ``(B, S, S, 1)`` images in [-1, 1]."""
     check_arch(arch, image_size)
     latent_dim = _resolve_latent(arch, latent_dim)
-    builders = {"dcgan": _dcgan_generator, "dcgan-classic": _classic_generator, "dcgan-plus": _classic_generator,
-                "stylegan": stylegan.build_generator}
+    if arch == "dcgan-plus":
+        return _classic_generator(image_size, latent_dim, refine=True)
+    builders = {"dcgan": _dcgan_generator, "dcgan-classic": _classic_generator, "stylegan": stylegan.build_generator}
     return builders[arch](image_size, latent_dim)
 
 
@@ -152,7 +156,14 @@ def _dcgan_discriminator(image_size: int) -> keras.Model:
 _GLOROT = "glorot_normal"
 
 
-def _classic_generator(image_size: int, latent_dim: int) -> keras.Model:
+def _classic_generator(image_size: int, latent_dim: int, refine: bool = False) -> keras.Model:
+    """dcgan-classic's generator; ``refine`` (dcgan-plus) ends in a 3x3 conv instead of a transposed one.
+
+    A 4x4 stride-2 transposed conv straight to the image gives each of the four
+    pixel phases its own 2x2 slice of the kernel, which shows as pixel-level
+    speckle; with ``refine`` the last upsampling keeps a few feature channels
+    (batchnorm, ReLU) and a 3x3 conv draws the image from them.
+    """
     latent_vectors = keras.Input((latent_dim,), name="latent_vectors")
     x = layers.Dense(4 * 4 * 1024, use_bias=False, kernel_initializer=_GLOROT, name="project")(latent_vectors)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="project_bn")(x)
@@ -166,10 +177,19 @@ def _classic_generator(image_size: int, latent_dim: int) -> keras.Model:
         )(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"up{index}_bn")(x)
         x = layers.ReLU()(x)
-    images = layers.Conv2DTranspose(
-        1, 4, strides=2, padding="same", activation="tanh", kernel_initializer=_GLOROT, dtype="float32", name="to_image"
-    )(x)
-    return keras.Model(latent_vectors, images, name=f"classic_generator_{image_size}")
+    if not refine:
+        images = layers.Conv2DTranspose(
+            1, 4, strides=2, padding="same", activation="tanh", kernel_initializer=_GLOROT, dtype="float32",
+            name="to_image",
+        )(x)
+        return keras.Model(latent_vectors, images, name=f"classic_generator_{image_size}")
+    x = layers.Conv2DTranspose(REFINE_FILTERS, 4, strides=2, padding="same", use_bias=False,
+                               kernel_initializer=_GLOROT, name=f"up{n_up - 1}")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"up{n_up - 1}_bn")(x)
+    x = layers.ReLU()(x)
+    images = layers.Conv2D(1, 3, padding="same", activation="tanh", kernel_initializer=_GLOROT, dtype="float32",
+                           name="to_image")(x)
+    return keras.Model(latent_vectors, images, name=f"plus_generator_{image_size}")
 
 
 def _classic_discriminator(image_size: int) -> keras.Model:

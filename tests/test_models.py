@@ -49,6 +49,19 @@ def test_classic_uses_relu_and_glorot_normal():
     assert any(type(layer).__name__ == "ReLU" for layer in generator.layers)
 
 
+def test_plus_draws_the_image_with_a_3x3_conv_and_keeps_the_classic_discriminator():
+    generator = modelscript.build_generator("dcgan-plus", 64)
+    transposed = [layer for layer in generator.layers if type(layer).__name__ == "Conv2DTranspose"]
+    # The last upsampling keeps channels; a 3x3 conv, not a transposed one, makes the image.
+    assert [layer.filters for layer in transposed] == [512, 256, 128, modelscript.REFINE_FILTERS]
+    assert all(type(layer.kernel_initializer).__name__ == "GlorotNormal" for layer in transposed)
+    last = generator.layers[-1]
+    assert type(last).__name__ == "Conv2D" and last.kernel_size == (3, 3) and last.strides == (1, 1)
+    assert last.name == "to_image" and last.filters == 1
+    classic = modelscript.build_discriminator("dcgan-classic", 64)
+    assert modelscript.build_discriminator("dcgan-plus", 64).count_params() == classic.count_params()
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="arch must be one of"):
         modelscript.build_generator("gan")
