@@ -126,9 +126,9 @@ class TrainConfig:
                             flag="--splits", type=str, choices=SPLITS, action="append", notebook="SPLITS")
     limit: int | None = setting(None, "use only the first N images (quick trials)", flag="--limit", type=int)
     # --- model
-    arch: str = setting("dcgan-plus", "dcgan-plus (dcgan-classic's networks, a 3x3 conv output, R1, a generator EMA and "
-                                      "adaptive augmentation), dcgan (seed 000), dcgan-classic (Radford et al.) "
-                                      "or stylegan (StyleGAN2)",
+    arch: str = setting("dcgan-plus", "dcgan-plus (dcgan-classic's networks, a 3x3 conv output, R1, a generator "
+                                      "EMA and adaptive augmentation), dcgan (seed 000), dcgan-classic (Radford "
+                                      "et al.) or stylegan (StyleGAN2)",
                         flag="--arch", type=str, choices=ARCHITECTURES, notebook="ARCH", widget="architecture")
     image_size: int = setting(64, "image side; train.py's default is 256 with a GPU, 64 on the CPU",
                               flag="--image-size", type=int, choices=IMAGE_SIZES, notebook="IMAGE_SIZE",

@@ -10,8 +10,8 @@ Architectures (``arch``):
 
 ``"dcgan-plus"`` (the default)
     dcgan-classic's networks, but the generator's last upsampling keeps 32
-    channels (batchnorm, ReLU) and a 3x3 conv draws the image from them (no
-    pixel speckle, which a transposed conv straight to the image leaves),
+    channels (batchnorm, ReLU) and a 3x3 conv draws the image from them (less
+    pixel speckle than a transposed conv straight to the image leaves),
     trained with the regularisers of StyleGAN2-ADA (architectures.py): R1 on
     D, a generator EMA that draws the samples, and adaptive augmentation.  On
     the CPU demo budget it is the most realistic (docs/results.md).

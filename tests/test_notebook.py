@@ -42,8 +42,8 @@ def run_fresh(arguments: list, cwd: Path, environment: dict | None = None, timeo
     process (gigabytes, dozens of threads) once missed the kernel's last reply and waited out nbclient's
     timeout, ten minutes, before going on.
     """
-    result = subprocess.run([sys.executable, *arguments], cwd=cwd, env=environment or dict(os.environ),
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([sys.executable, *arguments], cwd=cwd, env=environment, capture_output=True, text=True,
+                            timeout=timeout)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return result.stdout
 
