@@ -179,6 +179,7 @@ class Trainer:
         self._samples: tuple[int, np.ndarray] | None = None  # (step, fixed-latent images) of the latest sample
         self._pending: list[dict] = []  # metrics of steps not yet written to history
         self._elapsed_before = 0.0  # training seconds of earlier sessions (and of the run before a resume)
+        self._elapsed_recorded = 0.0  # training seconds as the newest history row (or checkpoint) records them
         self._session_start: float | None = None
         self._log_start = 0.0
         self.stop_signal: int | None = None  # the signal (SIGINT, SIGTERM) that asked fit() to stop
@@ -254,7 +255,7 @@ class Trainer:
     def _continue_from(self, state: dict) -> None:
         self.architecture.load_state(state)
         self.step = self.last_checkpoint_step = int(state["step"])
-        self._elapsed_before = float(state.get("elapsed_s", 0.0))
+        self._elapsed_before = self._elapsed_recorded = float(state.get("elapsed_s", 0.0))
         self.run.truncate_history(self.step)
 
     def checkpoint_bytes(self) -> int:
@@ -300,7 +301,15 @@ class Trainer:
         return self.step >= self.total_steps or out_of_time
 
     def _out_of_time(self) -> bool:
-        return self.config.minutes is not None and self.elapsed >= 60.0 * self.config.minutes
+        """The time budget is judged on the clock the run's records show, so they agree that it was spent.
+
+        That is the newest history row's ``elapsed_s`` (a run stops at the
+        first row past its budget: at most ``log_every`` steps over). On the
+        live clock a run could stop after the bookkeeping that follows a row,
+        with every record short of the budget; a resume would then take
+        another step, and compare_archs.py would think the run unfinished.
+        """
+        return self.config.minutes is not None and self._elapsed_recorded >= 60.0 * self.config.minutes
 
     def should_stop(self) -> bool:
         """Whether to stop before the next step: all steps taken, the time budget spent, or a signal.
@@ -473,6 +482,7 @@ class Trainer:
         if self._ssim_due(len(self._pending)):
             row["nn_ssim"] = self.measure_ssim()
         self.run.append_history(row)
+        self._elapsed_recorded = row["elapsed_s"]
         self._pending.clear()
         self._log_start = now
         return row
