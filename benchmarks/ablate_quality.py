@@ -46,16 +46,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=512, help="generated images per evaluation (default 512)")
     parser.add_argument("--data", help="an OASIS folder (default: the demo cohort)")
+    compare_archs.add_shared_flags(parser)
     args = parser.parse_args()
+    compare_archs.prepare_data(args)
 
     lines = [f"{args.steps} steps of {args.batch_size} at {args.size}x{args.size}, seed {args.seed}; "
              f"evaluate.py --n {args.n}", "", *compare_archs.TABLE_HEAD]
-    first = None
+    length = ["--steps", str(args.steps)]
+    variants = {}
     for variant in args.variants:
         arch, *flags = shlex.split(variant)
-        slug = "_".join(part.lstrip("-") for part in (arch, *flags))
-        run = ROOT / "runs" / "ablation" / f"{slug}-{args.size}px-{args.steps}steps-batch{args.batch_size}-seed{args.seed}"
-        compare_archs.train(arch, run, ["--steps", str(args.steps)], args, tuple(flags))
+        slug = "_".join(part.lstrip("-") for part in (arch, *flags, *(
+            [args.precision] if args.precision != "float32" else [])))
+        run = ROOT / "runs" / "ablation" / (f"{slug}-{args.size}px-{args.steps}steps-batch{args.batch_size}-"
+                                            f"seed{args.seed}{compare_archs.cohort_tag(args)}")
+        variants[variant] = (arch, tuple(flags), run)
+    if args.parallel:
+        compare_archs.launch([(compare_archs.train_command(arch, run, length, args, flags),
+                               compare_archs.log_path(run, "train")) for arch, flags, run in variants.values()],
+                             parallel=True)
+        compare_archs.launch([(compare_archs.evaluate_command(run, args), compare_archs.log_path(run, "evaluate"))
+                              for _, _, run in variants.values()], parallel=True)
+    first = None
+    for variant, (arch, flags, run) in variants.items():
+        compare_archs.train(arch, run, length, args, flags)
         report = compare_archs.evaluate(run, args)
         first = first or report
         lines.append(compare_archs.markdown_row(f"`{variant}`", report, *compare_archs.run_summary(run)))

@@ -4,20 +4,31 @@
     python benchmarks/compare_archs.py --budgets minutes --minutes 10
     python benchmarks/compare_archs.py --size 256 --steps 3000 --batch-size 32 --minutes 10 \\
         --data /path/to/oasis                            # a GPU
+    KERAS_BACKEND=jax python benchmarks/compare_archs.py --archs dcgan-plus dcgan-classic stylegan --size 256 \\
+        --budgets minutes --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel   # all three at once
 
 For each architecture and budget it trains ``python train.py`` into
-``runs/compare/<arch>-<size>px-<budget>-batch<B>`` (a finished run there is
-reused, an unfinished one resumed), with the test split held out and the
-same seed: ``--steps`` steps for the equal-images budget, and ``--minutes``
-of training (train.py --minutes) for the equal-minutes one.  Then it runs
-``evaluate.py --n N`` on each and copies the final sample grid and match
-figure into Resources/ (``compare-samples_<tag>.png``,
-``compare-matches_<tag>.png``).  It prints one Markdown table per budget,
-also written to ``Resources/compare-<size>px.md``: training time, steps and
-speed as the run logged them, and the report's best-match SSIM against the
-training slices, realism, slice-level distance (beside the noise at that n),
-recall, diversity ratio and near-copy share, beside the real test slices'
-own scores (the yardstick).
+``runs/compare/<arch>-<size>px-<budget>[-seed<S>][-subjects<N>][-<precision>][-parallel<K>]-batch<B>``
+(a finished run there is reused, an unfinished one resumed), with the test
+split held out and the same seed: ``--steps`` steps for the equal-images
+budget, and ``--minutes`` of training (train.py --minutes) for the
+equal-minutes one.  Then it runs ``evaluate.py --n N`` on each and copies the
+final sample grid and match figure into Resources/
+(``compare-samples_<tag>.png``, ``compare-matches_<tag>.png``).  It prints
+one Markdown table per budget, also written to
+``Resources/compare-<size>px[-seed<S>][-subjects<N>].md``: training time,
+steps and speed as the run logged them, and the report's best-match SSIM
+against the training slices, realism, slice-level distance (beside the noise
+at that n), recall, diversity ratio and near-copy share, beside the real
+test slices' own scores (the yardstick).
+
+``--parallel`` trains every architecture at once and then evaluates them at
+once: on one GPU that none of the runs fills (a DCGAN at batch 32 does not),
+a budget of minutes then costs a third of the wall time for three
+architectures, and each run's images/s says what share it got.
+``--report-only`` makes the tables from run folders already there (copied
+back from the machine that trained them; tools/device_compare.sh runs this
+script on a GPU machine without TensorFlow and sends them back).
 
 The CPU default takes about 75 minutes on 2 cores (stylegan's 700 steps
 alone take about 29).
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from config import ARCHITECTURES as ARCHS  # noqa: E402
+from config import TrainConfig  # noqa: E402
+
+DEMO_SUBJECTS = TrainConfig.__dataclass_fields__["demo_subjects"].default
 
 UNLIMITED_STEPS = 10**7  # the equal-minutes runs stop on the clock
 
@@ -55,30 +70,74 @@ def finished(run: Path) -> bool:
     return history["step"][-1] >= config["steps"]
 
 
-def train(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> None:
-    data = ["--data", args.data] if args.data else ["--demo"]
+def train_command(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> list[str] | None:
+    """train.py's arguments for the run (a resume when it was started before); None when it is finished."""
+    data = ["--data", args.data] if args.data else ["--demo", "--demo-root", args.demo_root,
+                                                    "--demo-subjects", str(args.demo_subjects)]
     if (run / "config.json").is_file():
         if finished(run):
             print(f"{run}: finished already, reused")
-            return
-        command = ["train.py", "--out", str(run), "--resume", "--quiet"]
-    else:
-        command = ["train.py", *data, "--arch", arch, *flags, "--image-size", str(args.size), *length,
-                   "--batch-size", str(args.batch_size), "--splits", "train", "validate", "--seed", str(args.seed),
-                   "--out", str(run), "--quiet"]
-    print(" ".join(["python", *command]), flush=True)
-    subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
+            return None
+        return ["train.py", "--out", str(run), "--resume", "--quiet"]
+    return ["train.py", *data, "--arch", arch, *flags, "--image-size", str(args.size), *length,
+            "--batch-size", str(args.batch_size), "--precision", args.precision, "--splits", "train", "validate",
+            "--seed", str(args.seed), "--out", str(run), "--quiet"]
+
+
+def evaluate_command(run: Path, args) -> list[str] | None:
+    """evaluate.py's arguments for the run; None when its report is newer than the run's history."""
+    report = report_path(run, args)
+    if report.is_file() and report.stat().st_mtime > (run / "history.csv").stat().st_mtime:
+        return None
+    data = ["--data", args.data] if args.data else []
+    return ["evaluate.py", "--run", str(run), *data, "--n", str(args.n), "--out", str(report), "--quiet"]
+
+
+def log_path(run: Path, job: str) -> Path:
+    """Where a --parallel job writes its output: beside the run folder."""
+    return run.parent / f"{run.name}.{job}.log"
+
+
+def report_path(run: Path, args) -> Path:
+    return run / f"compare-evaluation-n{args.n}.json"
+
+
+def launch(jobs: list[tuple[list[str] | None, Path]], parallel: bool) -> None:
+    """Run each (script arguments, log file) from the repository root; a job of None is skipped.
+
+    One after another, printing to this terminal; or, with ``parallel``, all
+    at once sharing the machine, each writing to its log file: JAX and
+    TensorFlow then take GPU memory as they need it (not 75 % each) and
+    numba's threads are shared out among them.
+    """
+    jobs = [(arguments, log) for arguments, log in jobs if arguments]
+    for arguments, _ in jobs:
+        print(" ".join(["python", *arguments]), flush=True)
+    if not parallel:
+        for arguments, _ in jobs:
+            subprocess.run([sys.executable, *arguments], cwd=ROOT, check=True)
+        return
+    environment = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                   "NUMBA_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, len(jobs))))}
+    started = []
+    for arguments, log in jobs:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as stream:
+            started.append((subprocess.Popen([sys.executable, *arguments], cwd=ROOT, env=environment, stdout=stream,
+                                             stderr=subprocess.STDOUT), log))
+    failed = [str(log) for process, log in started if process.wait() != 0]
+    if failed:
+        raise SystemExit(f"failed (see their logs): {', '.join(failed)}")
+
+
+def train(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> None:
+    launch([(train_command(arch, run, length, args, flags), log_path(run, "train"))], parallel=False)
 
 
 def evaluate(run: Path, args) -> dict:
     """evaluate.py's report of the run (reused when it is newer than the run's history)."""
-    report = run / f"compare-evaluation-n{args.n}.json"
-    if report.is_file() and report.stat().st_mtime > (run / "history.csv").stat().st_mtime:
-        return json.loads(report.read_text())
-    data = ["--data", args.data] if args.data else []
-    subprocess.run([sys.executable, "evaluate.py", "--run", str(run), *data, "--n", str(args.n), "--out", str(report),
-                    "--quiet"], cwd=ROOT, check=True)
-    return json.loads(report.read_text())
+    launch([(evaluate_command(run, args), log_path(run, "evaluate"))], parallel=False)
+    return json.loads(report_path(run, args).read_text())
 
 
 def markdown_row(label: str, report: dict, elapsed: float, steps: int, rate: float) -> str:
@@ -122,11 +181,28 @@ def compare(budget: str, args, resources: Path) -> str:
     else:
         name, length = f"{args.minutes:g}min", ["--steps", str(UNLIMITED_STEPS), "--minutes", str(args.minutes)]
         title = f"Equal minutes: {args.minutes:g} minutes of training at batch {args.batch_size}"
+    name += setting_tag(args)
+    if args.precision != "float32":
+        name, title = f"{name}-{args.precision}", f"{title}, {args.precision}"
+    if args.parallel:
+        name, title = f"{name}-parallel{len(args.archs)}", f"{title}, the {len(args.archs)} runs at once on one machine"
+    runs = {arch: ROOT / "runs" / "compare" / f"{arch}-{args.size}px-{name}-batch{args.batch_size}"
+            for arch in args.archs}
+    if args.parallel and not args.report_only:
+        launch([(train_command(arch, run, length, args), log_path(run, "train"))
+                for arch, run in runs.items()], parallel=True)
+        launch([(evaluate_command(run, args), log_path(run, "evaluate")) for run in runs.values()],
+               parallel=True)
     rows = []
-    for arch in args.archs:
-        run = ROOT / "runs" / "compare" / f"{arch}-{args.size}px-{name}-batch{args.batch_size}"
-        train(arch, run, length, args)
-        report = evaluate(run, args)
+    for arch, run in runs.items():
+        if args.report_only:
+            if not report_path(run, args).is_file():
+                raise SystemExit(f"--report-only: {report_path(run, args)} is missing; run without --report-only "
+                                 "to train and evaluate it")
+            report = json.loads(report_path(run, args).read_text())
+        else:
+            train(arch, run, length, args)
+            report = evaluate(run, args)
         environment = json.loads((run / "environment.json").read_text())
         tag = f"{arch}-{args.size}px-{name}-batch{args.batch_size}-{environment['device_tag']}"
         shutil.copyfile(run / "samples.png", resources / f"compare-samples_{tag}.png")
@@ -141,6 +217,36 @@ def compare(budget: str, args, resources: Path) -> str:
     return "\n".join(lines)
 
 
+def add_shared_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags this script and ablate_quality.py share beyond the budget's."""
+    parser.add_argument("--demo-root", default="data/demo", help="where the demo cohort is (built if missing)")
+    parser.add_argument("--demo-subjects", type=int, default=DEMO_SUBJECTS,
+                        help=f"demo cohort size (default {DEMO_SUBJECTS}); another size rebuilds --demo-root")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                        help="train.py --precision for every run (default float32)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="train the runs at once, sharing the machine (one GPU: a budget of minutes then "
+                             "gives each run a share of it), then evaluate them at once; logs beside the runs")
+
+
+def cohort_tag(args) -> str:
+    """What a run folder's name adds for a demo cohort of another size, so no run is reused for another."""
+    return f"-subjects{args.demo_subjects}" if not args.data and args.demo_subjects != DEMO_SUBJECTS else ""
+
+
+def setting_tag(args) -> str:
+    """What a run folder's name adds for a seed or cohort other than the default."""
+    return (f"-seed{args.seed}" if args.seed != 0 else "") + cohort_tag(args)
+
+
+def prepare_data(args) -> None:
+    """Build the demo cohort once, before runs that would otherwise each start building it."""
+    if not args.data:
+        import data_utils
+
+        data_utils.make_demo_dataset(ROOT / args.demo_root, n_subjects=args.demo_subjects)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
@@ -152,7 +258,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=512, help="generated images per evaluation (default 512)")
     parser.add_argument("--data", help="an OASIS folder (default: the demo cohort)")
+    add_shared_flags(parser)
+    parser.add_argument("--report-only", action="store_true",
+                        help="train and evaluate nothing: the tables from the run folders and evaluation reports "
+                             "already in runs/compare (e.g. copied back from a GPU machine)")
     args = parser.parse_args()
+    if not args.report_only:
+        prepare_data(args)
 
     resources = ROOT / "Resources"
     resources.mkdir(exist_ok=True)
@@ -160,7 +272,7 @@ def main() -> None:
     for budget in args.budgets:
         tables.append(compare(budget, args, resources))
         print(tables[-1] + "\n", flush=True)
-    out = resources / f"compare-{args.size}px.md"
+    out = resources / f"compare-{args.size}px{setting_tag(args)}.md"
     out.write_text("\n\n".join(tables) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 

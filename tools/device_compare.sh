@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# benchmarks/compare_archs.py on a GPU machine that has JAX but no TensorFlow, in one call.
+#
+#   bash tools/device_compare.sh --archs dcgan-plus dcgan-classic stylegan --size 256 --budgets minutes \
+#       --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel
+#
+# Arguments go to compare_archs.py unchanged.  Before it runs:
+#   * wheels in .whl/ (keras, namex, optree, nilearn, nibabel for that machine's Python) are installed into
+#     /tmp/site, for a machine that cannot reach a package registry; fetch them where pip works with
+#     `pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl keras namex optree nilearn nibabel`
+#   * KERAS_BACKEND=jax.
+# COMPARE_BUDGET_S (default 540) bounds compare_archs.py's wall time (SIGINT: the runs save a checkpoint and stop).
+# Whatever happened, each run's small files (config, history, logs, final sample grid, evaluation report and
+# figures; no checkpoints) go into $OUT/<run>.tgz, the tables into $OUT/compare-<size>px.md and the log into
+# $OUT/compare.log (OUT defaults to runs/device-out).
+set -u
+OUT=${OUT:-runs/device-out}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv 2>&1 | tee "$OUT/compare.log"
+python3 -c "import jax, keras, numpy, numba; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__, \
+'numpy', numpy.__version__, 'numba', numba.__version__)" 2>&1 | tee -a "$OUT/compare.log"
+start=$(date +%s)
+timeout --signal=INT --kill-after=30 "${COMPARE_BUDGET_S:-540}" python3 benchmarks/compare_archs.py "$@" 2>&1 \
+    | grep --line-buffered -v -E "^(I0000|W0000|WARNING: All log messages)" | tee -a "$OUT/compare.log"
+echo "compare_archs.py: $(( $(date +%s) - start )) s wall" | tee -a "$OUT/compare.log"
+for run in runs/compare/*/; do  # one archive per run: each file that comes back from a device is size-limited
+    name=$(basename "$run")
+    tar czf "$OUT/$name.tgz" --exclude=checkpoints --exclude=samples --exclude=real_samples.png "$run" \
+        runs/compare/"$name".*.log 2>/dev/null
+done
+cp Resources/compare-*px.md "$OUT/" 2>/dev/null
+ls -la "$OUT"
