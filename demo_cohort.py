@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -172,19 +173,17 @@ def build_demo_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects:
     manifest = {"version": COHORT_VERSION, "n_subjects": int(n_subjects), "seed": int(seed)}
     manifest_path = data_dir / "demo_cohort.json"
     if manifest_path.is_file():
-        try:
-            if json.loads(manifest_path.read_text()) == manifest:
-                return data_dir
-        except (OSError, ValueError):
-            pass  # a demo cohort with other settings: rebuilt below
+        if _holds(data_dir, manifest):
+            return data_dir
+        # else a demo cohort with other settings: rebuilt below
     elif data_dir.exists() and any(data_dir.iterdir()):
         raise FileExistsError(
             f"{data_dir} already exists and was not written by make_demo_dataset; "
             "it is left untouched: choose another root"
         )
 
-    staging = data_dir.with_name(f".{data_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.partial-", dir=data_dir.parent))
     splits = subject_splits(n_subjects, seed)
     for folder in split_folders.values():
         (staging / folder).mkdir(parents=True)
@@ -206,8 +205,38 @@ def build_demo_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects:
         if workers != 1:
             pool.shutdown()
     (staging / "demo_cohort.json").write_text(json.dumps(manifest))
-    # Replace an older cohort only once the new one is complete.
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    os.replace(staging, data_dir)
+    _install(staging, data_dir, manifest)
     return data_dir
+
+
+def _holds(data_dir: Path, manifest: dict) -> bool:
+    """Whether ``data_dir`` holds a complete cohort of these settings (its manifest is written last)."""
+    try:
+        return json.loads((data_dir / "demo_cohort.json").read_text()) == manifest
+    except (OSError, ValueError):
+        return False
+
+
+def _install(staging: Path, data_dir: Path, manifest: dict) -> None:
+    """Move the finished cohort into place; an older one is replaced only now that the new one is complete.
+
+    Two processes may build the same cohort at once (two notebooks, two
+    runs started together on a fresh machine): the first to finish puts its
+    copy in place, and the other then finds it there and discards its own,
+    so nobody deletes a cohort another process is reading.
+    """
+    if _holds(data_dir, manifest):
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    old = None
+    if data_dir.exists():  # a cohort of other settings: set aside, deleted once the new one is in place
+        old = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.old-", dir=data_dir.parent))
+        os.replace(data_dir, old / data_dir.name)
+    try:
+        os.replace(staging, data_dir)
+    except OSError:
+        if not _holds(data_dir, manifest):  # not another builder's finished copy: a real failure
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -225,3 +225,33 @@ def test_demo_cohort_refuses_to_overwrite_foreign_data(tmp_path):
     with pytest.raises(FileExistsError, match="left untouched"):
         data_utils.make_demo_dataset(tmp_path, n_subjects=3)
     assert (foreign / "mine.png").read_bytes() == b"precious"
+
+
+def test_a_cohort_another_process_finishes_first_is_kept_and_ours_discarded(tmp_path, monkeypatch):
+    # Two notebooks (or runs) started together on a fresh machine both build the cohort; the one that
+    # finishes second must not delete the copy the first may already be reading.
+    import demo_cohort
+
+    target = tmp_path / "keras_png_slices_data"
+    real_write = demo_cohort._write_subject
+    theirs = {}
+
+    def other_process_finishes_first(job):
+        if not theirs:
+            monkeypatch.setattr(demo_cohort, "_write_subject", real_write)
+            data_utils.make_demo_dataset(tmp_path, n_subjects=3, workers=1)
+            theirs.update({p: p.stat().st_ino for p in target.rglob("*.png")})
+        return real_write(job)
+
+    monkeypatch.setattr(demo_cohort, "_write_subject", other_process_finishes_first)
+    assert data_utils.make_demo_dataset(tmp_path, n_subjects=3, workers=1) == target
+    assert theirs and {p: p.stat().st_ino for p in target.rglob("*.png")} == theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keras_png_slices_data"]  # no staging left behind
+
+
+def test_a_cohort_of_other_settings_is_replaced_once_the_new_one_is_complete(tmp_path):
+    first = data_utils.make_demo_dataset(tmp_path, n_subjects=3, workers=1)
+    assert len(list(first.rglob("*.png"))) == 3 * 32
+    again = data_utils.make_demo_dataset(tmp_path, n_subjects=4, workers=1)
+    assert again == first and len(list(again.rglob("*.png"))) == 4 * 32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keras_png_slices_data"]  # the old one is gone too
