@@ -23,6 +23,7 @@ be built on its own worker.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -182,7 +183,17 @@ def build_demo_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects:
             "it is left untouched: choose another root"
         )
 
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _one_builder(data_dir):
+        if not _holds(data_dir, manifest):  # else another process built it while this one waited
+            staging = _write_cohort(data_dir, split_folders, n_subjects, seed, workers, progress)
+            (staging / "demo_cohort.json").write_text(json.dumps(manifest))  # last: it marks the cohort complete
+            _install(staging, data_dir, manifest)
+    return data_dir
+
+
+def _write_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects: int, seed: int, workers: int | None,
+                  progress: bool) -> Path:
+    """Render every subject into a new staging folder beside ``data_dir``; returns that folder."""
     staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.partial-", dir=data_dir.parent))
     splits = subject_splits(n_subjects, seed)
     for folder in split_folders.values():
@@ -204,9 +215,28 @@ def build_demo_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects:
     finally:
         if workers != 1:
             pool.shutdown()
-    (staging / "demo_cohort.json").write_text(json.dumps(manifest))
-    _install(staging, data_dir, manifest)
-    return data_dir
+    return staging
+
+
+@contextlib.contextmanager
+def _one_builder(data_dir: Path):
+    """While inside, no other process builds into ``data_dir``: the second one waits, then finds the cohort built.
+
+    An advisory lock on a file beside the cohort (POSIX; where there is none,
+    builders run at once and ``_install`` still keeps a finished cohort safe).
+    """
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(data_dir.parent / f".{data_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _holds(data_dir: Path, manifest: dict) -> bool:

@@ -227,11 +227,38 @@ def test_demo_cohort_refuses_to_overwrite_foreign_data(tmp_path):
     assert (foreign / "mine.png").read_bytes() == b"precious"
 
 
-def test_a_cohort_another_process_finishes_first_is_kept_and_ours_discarded(tmp_path, monkeypatch):
-    # Two notebooks (or runs) started together on a fresh machine both build the cohort; the one that
-    # finishes second must not delete the copy the first may already be reading.
+def test_a_second_builder_waits_for_the_first_and_reuses_its_cohort(tmp_path, monkeypatch):
+    # Two notebooks (or runs) started together on a fresh machine: one builds, the other waits for it.
+    import threading
+
     import demo_cohort
 
+    real_write, written, started = demo_cohort._write_subject, [], threading.Event()
+
+    def counted(job):
+        started.set()
+        written.append(job[1])
+        return real_write(job)
+
+    monkeypatch.setattr(demo_cohort, "_write_subject", counted)
+    results = []
+    first = threading.Thread(target=lambda: results.append(data_utils.make_demo_dataset(tmp_path, 3, workers=1)))
+    first.start()
+    started.wait(60)
+    results.append(data_utils.make_demo_dataset(tmp_path, 3, workers=1))  # starts while the first is building
+    first.join(120)
+    assert results == [tmp_path / "keras_png_slices_data"] * 2
+    assert sorted(written) == [1, 2, 3]  # each subject rendered once: the second builder built nothing
+
+
+def test_a_cohort_another_process_finishes_first_is_kept_and_ours_discarded(tmp_path, monkeypatch):
+    # Where there is no lock (no fcntl), two builders run at once; the one that finishes second must not
+    # delete the copy the first may already be reading.
+    import contextlib
+
+    import demo_cohort
+
+    monkeypatch.setattr(demo_cohort, "_one_builder", lambda data_dir: contextlib.nullcontext())
     target = tmp_path / "keras_png_slices_data"
     real_write = demo_cohort._write_subject
     theirs = {}
@@ -246,7 +273,7 @@ def test_a_cohort_another_process_finishes_first_is_kept_and_ours_discarded(tmp_
     monkeypatch.setattr(demo_cohort, "_write_subject", other_process_finishes_first)
     assert data_utils.make_demo_dataset(tmp_path, n_subjects=3, workers=1) == target
     assert theirs and {p: p.stat().st_ino for p in target.rglob("*.png")} == theirs
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keras_png_slices_data"]  # no staging left behind
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []  # no staging left behind
 
 
 def test_a_cohort_of_other_settings_is_replaced_once_the_new_one_is_complete(tmp_path):
@@ -254,4 +281,4 @@ def test_a_cohort_of_other_settings_is_replaced_once_the_new_one_is_complete(tmp
     assert len(list(first.rglob("*.png"))) == 3 * 32
     again = data_utils.make_demo_dataset(tmp_path, n_subjects=4, workers=1)
     assert again == first and len(list(again.rglob("*.png"))) == 4 * 32
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keras_png_slices_data"]  # the old one is gone too
+    assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name] == []  # the old one is gone too
