@@ -36,6 +36,26 @@ from config import ConfigError
 
 
 DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
+COMPILATION_CACHE = "jax"  # the folder under the project's cache (data_utils.default_cache_dir) for compiled steps
+
+
+def use_compilation_cache() -> None:
+    """Keep XLA's compiled programs on disk, so a resumed or repeated run skips the compile.
+
+    They go to ``<cache>/jax`` ($OASIS_GAN_CACHE, else ~/.cache/oasis_gan;
+    delete the folder to clear it) unless JAX_COMPILATION_CACHE_DIR names
+    another.  StyleGAN compiles one step per regulariser mix: at 256x256 on 2
+    CPU cores its first 5 steps took 117 s with an empty cache and 36 s with
+    a warm one; on a GPU the compiles take minutes.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+        return
+    import data_utils
+
+    jax.config.update("jax_compilation_cache_dir", str(data_utils.default_cache_dir() / COMPILATION_CACHE))
+
+
+use_compilation_cache()  # importing this module means the JAX engine is in use; before anything compiles
 
 
 def input_gradient(function, inputs):
