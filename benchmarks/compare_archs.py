@@ -16,7 +16,7 @@ equal-minutes one.  Then it runs ``evaluate.py --n N`` on each and copies the
 final sample grid and match figure into Resources/
 (``compare-samples_<tag>.png``, ``compare-matches_<tag>.png``).  It prints
 one Markdown table per budget, also written to
-``Resources/compare-<size>px[-seed<S>][-subjects<N>].md``: training time,
+``Resources/compare-<size>px[-seed<S>][-subjects<N>][-parallel].md``: training time,
 steps and speed as the run logged them, and the report's best-match SSIM
 against the training slices, realism, slice-level distance (beside the noise
 at that n), recall, diversity ratio and near-copy share, beside the real
@@ -272,7 +272,7 @@ def main() -> None:
     for budget in args.budgets:
         tables.append(compare(budget, args, resources))
         print(tables[-1] + "\n", flush=True)
-    out = resources / f"compare-{args.size}px{setting_tag(args)}.md"
+    out = resources / f"compare-{args.size}px{setting_tag(args)}{'-parallel' if args.parallel else ''}.md"
     out.write_text("\n\n".join(tables) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 
