@@ -62,11 +62,7 @@ def main() -> None:
                                             f"seed{args.seed}{compare_archs.cohort_tag(args)}")
         variants[variant] = (arch, tuple(flags), run)
     if args.parallel:
-        compare_archs.launch([(compare_archs.train_command(arch, run, length, args, flags),
-                               compare_archs.log_path(run, "train")) for arch, flags, run in variants.values()],
-                             parallel=True)
-        compare_archs.launch([(compare_archs.evaluate_command(run, args), compare_archs.log_path(run, "evaluate"))
-                              for _, _, run in variants.values()], parallel=True)
+        compare_archs.train_and_evaluate_at_once(list(variants.values()), length, args)
     first = None
     for variant, (arch, flags, run) in variants.items():
         compare_archs.train(arch, run, length, args, flags)

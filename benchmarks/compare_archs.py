@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from config import ARCHITECTURES as ARCHS  # noqa: E402
 from config import TrainConfig  # noqa: E402
 
-DEMO_SUBJECTS = TrainConfig.__dataclass_fields__["demo_subjects"].default
+DEMO_SUBJECTS = TrainConfig.demo_subjects
 
 UNLIMITED_STEPS = 10**7  # the equal-minutes runs stop on the clock
 
@@ -130,6 +130,13 @@ def launch(jobs: list[tuple[list[str] | None, Path]], parallel: bool) -> None:
         raise SystemExit(f"failed (see their logs): {', '.join(failed)}")
 
 
+def train_and_evaluate_at_once(runs: list[tuple[str, tuple, Path]], length: list[str], args) -> None:
+    """--parallel: train every (arch, flags, run) at once, then evaluate them all at once."""
+    launch([(train_command(arch, run, length, args, flags), log_path(run, "train")) for arch, flags, run in runs],
+           parallel=True)
+    launch([(evaluate_command(run, args), log_path(run, "evaluate")) for _, _, run in runs], parallel=True)
+
+
 def train(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> None:
     launch([(train_command(arch, run, length, args, flags), log_path(run, "train"))], parallel=False)
 
@@ -189,10 +196,7 @@ def compare(budget: str, args, resources: Path) -> str:
     runs = {arch: ROOT / "runs" / "compare" / f"{arch}-{args.size}px-{name}-batch{args.batch_size}"
             for arch in args.archs}
     if args.parallel and not args.report_only:
-        launch([(train_command(arch, run, length, args), log_path(run, "train"))
-                for arch, run in runs.items()], parallel=True)
-        launch([(evaluate_command(run, args), log_path(run, "evaluate")) for run in runs.values()],
-               parallel=True)
+        train_and_evaluate_at_once([(arch, (), run) for arch, run in runs.items()], length, args)
     rows = []
     for arch, run in runs.items():
         if args.report_only:

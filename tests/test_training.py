@@ -12,8 +12,8 @@ import checkpoints
 import data_utils
 import engines
 import modelscript
-import plots
 import objectives
+import plots
 import sampling
 import training
 from config import ConfigError, TrainConfig

@@ -11,7 +11,7 @@
 #   * KERAS_BACKEND=jax.
 # COMPARE_BUDGET_S (default 540) bounds compare_archs.py's wall time (SIGINT: the runs save a checkpoint and stop).
 # Whatever happened, each run's small files (config, history, logs, final sample grid, evaluation report and
-# figures; no checkpoints) go into $OUT/<run>.tgz, the tables into $OUT/compare-<size>px.md and the log into
+# figures; no checkpoints) go into $OUT/<run>.tgz, the tables into $OUT/compare-<size>px*.md and the log into
 # $OUT/compare.log (OUT defaults to runs/device-out).
 set -u
 OUT=${OUT:-runs/device-out}
@@ -34,5 +34,5 @@ for run in runs/compare/*/; do  # one archive per run: each file that comes back
     tar czf "$OUT/$name.tgz" --exclude=checkpoints --exclude=samples --exclude=real_samples.png "$run" \
         runs/compare/"$name".*.log 2>/dev/null
 done
-cp Resources/compare-*px.md "$OUT/" 2>/dev/null
+cp Resources/compare-*.md "$OUT/" 2>/dev/null
 ls -la "$OUT"
