@@ -4,7 +4,13 @@
 #   bash tools/device_compare.sh --archs dcgan-plus dcgan-classic stylegan --size 256 --budgets minutes \
 #       --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel
 #
-# Arguments go to compare_archs.py unchanged.  Before it runs:
+# Arguments go to compare_archs.py unchanged.  Comparisons with different settings (another seed, cohort or
+# budget) share the GPU when separated by "::"; they run at once, each logging to $OUT/compare-<i>.log:
+#
+#   bash tools/device_compare.sh --archs stylegan --size 256 --minutes 6.5 ... :: --archs dcgan-plus --seed 1 \
+#       --demo-subjects 64 --demo-root data/demo64 ...
+#
+# (give each cohort size its own --demo-root).  Before they run:
 #   * wheels in .whl/ (keras, namex, optree, nilearn, nibabel for that machine's Python) are installed into
 #     /tmp/site, for a machine that cannot reach a package registry; fetch them where pip works with
 #     `pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl keras namex optree nilearn nibabel`
@@ -25,10 +31,38 @@ export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv 2>&1 | tee "$OUT/compare.log"
 python3 -c "import jax, keras, numpy, numba; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__, \
 'numpy', numpy.__version__, 'numba', numba.__version__)" 2>&1 | tee -a "$OUT/compare.log"
-start=$(date +%s)
-timeout --signal=INT --kill-after=30 "${COMPARE_BUDGET_S:-540}" python3 benchmarks/compare_archs.py "$@" 2>&1 \
-    | grep --line-buffered -v -E "^(I0000|W0000|WARNING: All log messages)" | tee -a "$OUT/compare.log"
-echo "compare_archs.py: $(( $(date +%s) - start )) s wall" | tee -a "$OUT/compare.log"
+compare() {  # one compare_archs.py run under the budget: compare <log file> <arguments...>
+    local log=$1
+    shift
+    local begun=$(date +%s)
+    timeout --signal=INT --kill-after=30 "${COMPARE_BUDGET_S:-540}" python3 benchmarks/compare_archs.py "$@" 2>&1 \
+        | grep --line-buffered -v -E "^(I0000|W0000|WARNING: All log messages)" >> "$log"
+    echo "compare_archs.py $*: $(( $(date +%s) - begun )) s wall" >> "$log"
+}
+groups=()
+current=()
+for argument in "$@"; do
+    if [ "$argument" = "::" ]; then
+        groups+=("${current[*]}")
+        current=()
+    else
+        current+=("$argument")
+    fi
+done
+groups+=("${current[*]}")
+if [ ${#groups[@]} -eq 1 ]; then
+    compare "$OUT/compare.log" "$@"
+    cat "$OUT/compare.log"
+else
+    index=0
+    for group in "${groups[@]}"; do
+        index=$((index + 1))
+        # shellcheck disable=SC2086  # each group's words are compare_archs.py's arguments
+        compare "$OUT/compare-$index.log" $group &
+    done
+    wait
+    tail -n 40 "$OUT"/compare-*.log
+fi
 for run in runs/compare/*/; do  # one archive per run: each file that comes back from a device is size-limited
     name=$(basename "$run")
     tar czf "$OUT/$name.tgz" --exclude=checkpoints --exclude=samples --exclude=real_samples.png "$run" \
