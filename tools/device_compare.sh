@@ -54,6 +54,8 @@ if [ ${#groups[@]} -eq 1 ]; then
     compare "$OUT/compare.log" "$@"
     cat "$OUT/compare.log"
 else
+    # Shared: each process takes GPU memory as it needs it (not 75 % each), and the cores are shared out.
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false NUMBA_NUM_THREADS=$(( $(nproc) / ${#groups[@]} > 0 ? $(nproc) / ${#groups[@]} : 1 ))
     index=0
     for group in "${groups[@]}"; do
         index=$((index + 1))
