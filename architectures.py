@@ -16,17 +16,13 @@
   penalty on G (``pl_weight`` > 0: two more compiled variants, the penalty
   on every PL_EVERY-th step; its running mean of lengths is training state).
 
-The trainer (training.py) calls ``build(engine, distribution)`` once,
-``precompile(...)`` as each training session starts (the JAX engine then
-compiles the variants the session will use at once), then
+The trainer (training.py) calls ``build(engine, distribution)`` once, then
 ``train_step(step, real_images, latent_vectors)`` per step; checkpoints take
 ``checkpoint_parts()`` and ``state()`` and give back ``load_state()``.
 The config must be resolved (``TrainConfig.resolved``).
 """
 
 from __future__ import annotations
-
-import math
 
 import keras
 import numpy as np
@@ -136,19 +132,6 @@ class GAN:
         if self.pl_weight > 0 and step % stylegan.PL_EVERY == 0:
             return self.r1_pl_step if r1_due else self.pl_step
         return self.r1_step if r1_due else self.plain_step
-
-    def precompile(self, engine, first_step: int, last_step: int, real_images, latent_vectors) -> None:
-        """Have the engine compile at once the variants that steps ``first_step`` to ``last_step`` will use.
-
-        The arguments are the first step's batch.  Every variant comes up
-        within one cycle of the lazy penalties' intervals.
-        """
-        if not self.regularised:
-            return
-        cycle = math.lcm(self.config.r1_every, stylegan.PL_EVERY if self.pl_weight > 0 else 1)
-        due = {id(variant): variant for variant in map(self._step_for, range(first_step,
-                                                                             min(last_step, first_step + cycle)))}
-        engine.precompile_steps(list(due.values()), real_images, latent_vectors, *np.zeros(3, np.float32))
 
     def train_step(self, step: int, real_images, latent_vectors) -> dict:
         """One update of D and G for step ``step`` (with each lazy penalty when due); returns its metrics."""

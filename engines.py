@@ -2,8 +2,7 @@
 
 ``current()`` returns steps_tf (TensorFlow, the default) or steps_jax
 (``KERAS_BACKEND=jax``); both offer the same functions (``compile_step``,
-``precompile_steps``, ``compile_gather``, ``input_gradient``, devices, seeds,
-determinism).
+``compile_gather``, ``input_gradient``, devices, seeds, determinism).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ changes.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 
@@ -37,7 +36,6 @@ from config import ConfigError
 
 
 DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
-PARALLEL_COMPILE_MIN_CORES = 4  # on fewer, compiles side by side are no faster than one after another
 COMPILATION_CACHE = "jax"  # the folder under the project's cache (data_utils.default_cache_dir) for compiled steps
 
 
@@ -48,7 +46,7 @@ def use_compilation_cache() -> None:
     delete the folder to clear it) unless JAX_COMPILATION_CACHE_DIR names
     another.  StyleGAN compiles one step per regulariser mix: at 256x256 on 2
     CPU cores its first 5 steps took 117 s with an empty cache and 36 s with
-    a warm one; on a GPU the compiles take minutes.
+    a warm one.
     """
     if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
         return
@@ -182,31 +180,6 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
         return new_values, metrics
 
     return _JittedStep(groups, step, spec.batch_size, distribution)
-
-
-def precompile_steps(steps: list, real_images, latent_vectors, *scalars) -> None:
-    """Compile the step variants a run is about to use all at once, each in its own thread.
-
-    StyleGAN trains with three variants of its step (the lazy R1 and
-    path-length penalties) and the regularised DCGANs with two; left to
-    jax.jit, each compiles when it first comes up, one after the other, and at
-    256x256 on a GPU machine StyleGAN's took longer than a 5-minute budget.
-    XLA compiles outside the GIL, so threads compile them side by side; jax.jit
-    keeps what they compiled, and each variant's first call runs it.  Tracing
-    runs Keras code and stays one at a time.  Arguments: one real call's.  With
-    one variant, or fewer than PARALLEL_COMPILE_MIN_CORES cores, this does
-    nothing: the variants compile at their first calls as before.
-    """
-    if len(steps) < 2 or available_cores() < PARALLEL_COMPILE_MIN_CORES:
-        return
-    lowered = [step.lower(real_images, latent_vectors, *scalars) for step in steps]
-    with concurrent.futures.ThreadPoolExecutor(len(lowered), thread_name_prefix="compile") as pool:
-        list(pool.map(lambda traced: traced.compile(), lowered))
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def compile_gather():

@@ -126,10 +126,6 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
     return tf.function(step, input_signature=signature)
 
 
-def precompile_steps(steps: list, real_images, latent_vectors, *scalars) -> None:
-    """Nothing to do ahead: tf.function traces each step variant at its first call (steps_jax compiles them at once)."""
-
-
 def compile_gather():
     """``batches.gather_batch`` as a tf.function (the training set stays on the GPU)."""
     return tf.function(batches.gather_batch)

@@ -344,8 +344,6 @@ class Trainer:
         if self.cluster.multi:
             self._check_processes_agree()
         self._session_start = self._log_start = time.perf_counter()
-        # The JAX engine compiles the step variants this session will use at once (counted in its time).
-        self.architecture.precompile(self.engine, self.step, self.total_steps, *self._batch(self.step))
 
     def _check_processes_agree(self) -> None:
         """Every process of a run must start from the same step of the same data, or none trains."""
@@ -358,20 +356,17 @@ class Trainer:
                 f"hold {-minus_count:.0f} to {count:.0f} training images. {self.run_dir} must be on a file system "
                 "every process shares, and every process must be given the same data and flags")
 
-    def _batch(self, step: int) -> tuple:
-        """(real images, latent vectors) for ``step``: gathered on the device when the training set is there."""
-        if self._device_images is None:
-            real_images = self.sampler.real_batch(step)
-        else:
-            indices, flips = self.sampler.batch_plan(step)
-            real_images = self._gather(self._device_images, indices, flips)
-        return real_images, self.sampler.latent_batch(step)
-
     def train_one_step(self) -> dict | None:
         """Run one update and its bookkeeping; returns the history row when one is logged."""
         if self._session_start is None:
             self.start()
-        self._pending.append(self.architecture.train_step(self.step, *self._batch(self.step)))
+        if self._device_images is None:
+            real_images = self.sampler.real_batch(self.step)
+        else:
+            indices, flips = self.sampler.batch_plan(self.step)
+            real_images = self._gather(self._device_images, indices, flips)
+        latent_vectors = self.sampler.latent_batch(self.step)
+        self._pending.append(self.architecture.train_step(self.step, real_images, latent_vectors))
         self.step += 1
         row = None
         if self.step % self.config.log_every == 0 or self.done:

@@ -1,0 +1,148 @@
+"""How long each compiled variant of the training step takes to trace and to compile (JAX engine).
+
+    KERAS_BACKEND=jax python benchmarks/compile_steps.py --arch stylegan --size 256 --batch-size 32 \
+        --precision mixed_bfloat16 --variants plain r1_pl
+    KERAS_BACKEND=jax python benchmarks/compile_steps.py --arch stylegan --size 256 --batch-size 32 \
+        --precision mixed_bfloat16 --parts            # where a slow step spends its time
+
+A regularised architecture trains with several variants of its step (plain,
+R1, path length, both: see architectures.py), each compiled once.  This
+prints, per variant, the seconds to trace it (Keras code) and to compile it
+(XLA), then the seconds of its first and of a later call.  ``--together``
+traces them, then compiles them at once, each in its own thread (XLA
+compiles outside Python's lock), and prints the wall time of that: whether
+compiling a run's variants side by side would shorten its start.  On 2 CPU
+cores it does not (StyleGAN at 64x64, batch 4: 75.1 s at once against 63.2 s
+one after another, tracing included), so training compiles each variant at
+its first call.  XLA_FLAGS applies
+as usual (for example --xla_gpu_autotune_level=0 to see what autotuning
+costs).  The persistent compilation cache is off, so every compile is cold.
+
+``--parts`` times the pieces of a step instead, each jitted on its own: G
+forward and G's gradient, D forward and D's gradient (at the real batch),
+and the adaptive augmentation of a batch with its gradient (at p = 1, every
+transform on).  Their seconds per call against the whole step's say which
+piece a slow step loses its time in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+VARIANTS = ("plain", "r1", "pl", "r1_pl")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="stylegan")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--parts", action="store_true", help="time G, D and the augmentation separately")
+    parser.add_argument("--together", action="store_true",
+                        help="trace the variants, then compile them at once, in threads")
+    args = parser.parse_args()
+
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_compilation_cache", False)
+    import architectures
+    import engines
+    from config import TrainConfig
+
+    if engines.current().__name__ != "steps_jax":
+        raise SystemExit("KERAS_BACKEND=jax: this times the JAX engine's compiles")
+    config = TrainConfig(arch=args.arch, image_size=args.size, batch_size=args.batch_size,
+                         precision=args.precision).resolved()
+    started = time.perf_counter()
+    gan = architectures.for_config(config)
+    gan.build(engines.current())
+    print(f"{args.arch} {args.size}px batch {args.batch_size} {args.precision} on {jax.devices()[0].device_kind}; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; built in {time.perf_counter() - started:.1f} s", flush=True)
+    steps = {"plain": gan.plain_step, "r1": gan.r1_step, "pl": getattr(gan, "pl_step", None),
+             "r1_pl": getattr(gan, "r1_pl_step", None)}
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, (args.batch_size, args.size, args.size, 1)).astype(np.float32)
+    latents = rng.standard_normal((args.batch_size, config.latent_dim)).astype(np.float32)
+    scalars = np.zeros(3, np.float32)
+    if args.parts:
+        time_parts(gan, real, latents)
+        return
+    chosen = [steps[name] for name in args.variants if steps[name] is not None]
+    if args.together:  # traced one at a time (Keras code), then compiled at once, each in its own thread
+        begun = time.perf_counter()
+        lowered = [step.lower(real, latents, *scalars) for step in chosen]
+        with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+            list(pool.map(lambda traced: traced.compile(), lowered))
+        print(f"{', '.join(args.variants)}: traced one at a time and compiled at once in "
+              f"{time.perf_counter() - begun:.1f} s on {os.cpu_count()} cores", flush=True)
+        return
+    print("| variant | trace s | compile s | first call s | later call s |\n|---|---|---|---|---|", flush=True)
+    for name in args.variants:
+        step = steps[name]
+        if step is None:
+            print(f"| {name} | (not used by {args.arch}) | | | |", flush=True)
+            continue
+        begun = time.perf_counter()
+        lowered = step.lower(real, latents, *scalars)
+        traced = time.perf_counter()
+        lowered.compile()
+        compiled = time.perf_counter()
+        jax.block_until_ready(step(real, latents, *scalars))
+        first = time.perf_counter()
+        jax.block_until_ready(step(real, latents, *scalars))
+        later = time.perf_counter()
+        print(f"| {name} | {traced - begun:.1f} | {compiled - traced:.1f} | {first - compiled:.2f} | "
+              f"{later - first:.3f} |", flush=True)
+
+
+def time_parts(gan, real, latents) -> None:
+    """Seconds to compile and per call of each piece of the step, each under its own jax.jit."""
+    import jax
+    import jax.numpy as jnp
+
+    import augment
+
+    generator, discriminator = gan.generator, gan.discriminator
+
+    def run(model, trainable, inputs):
+        outputs, _ = model.stateless_call(trainable, [v.value for v in model.non_trainable_variables], inputs,
+                                          training=True)
+        return outputs
+
+    def total(outputs):
+        return jnp.sum(outputs.astype(jnp.float32))
+
+    g_values = [v.value for v in generator.trainable_variables]
+    d_values = [v.value for v in discriminator.trainable_variables]
+    seed = jnp.array([0, 1], dtype="uint32")  # a fixed stateless seed: the same draws every call
+    parts = {
+        "G forward": (lambda values: run(generator, values, latents), g_values),
+        "G gradient": (jax.grad(lambda values: total(run(generator, values, latents))), g_values),
+        "D forward": (lambda values: run(discriminator, values, real), d_values),
+        "D gradient": (jax.grad(lambda values: total(run(discriminator, values, real))), d_values),
+        "augment": (lambda images: augment.augment(images, 1.0, seed), real),
+        "augment gradient": (jax.grad(lambda images: total(augment.augment(images, 1.0, seed))), real),
+    }
+    print("| part | compile + first call s | later call s |\n|---|---|---|", flush=True)
+    for name, (function, argument) in parts.items():
+        jitted = jax.jit(function)
+        begun = time.perf_counter()
+        jax.block_until_ready(jitted(argument))
+        first = time.perf_counter()
+        jax.block_until_ready(jitted(argument))
+        print(f"| {name} | {first - begun:.1f} | {time.perf_counter() - first:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
