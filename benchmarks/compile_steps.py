@@ -8,7 +8,9 @@
 A regularised architecture trains with several variants of its step (plain,
 R1, path length, both: see architectures.py), each compiled once.  This
 prints, per variant, the seconds to trace it (Keras code) and to compile it
-(XLA), then the seconds of its first and of a later call.  ``--together``
+(XLA), then the seconds of its first call and of each later one (the mean
+of CALLS), and how many compiles those calls set off (0 when jax.jit reuses
+what compiled; a step that compiles again at every call shows here).  ``--together``
 traces them, then compiles them at once, each in its own thread (XLA
 compiles outside Python's lock), and prints the wall time of that: whether
 compiling a run's variants side by side would shorten its start.  On 2 CPU
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 VARIANTS = ("plain", "r1", "pl", "r1_pl")
+CALLS = 3  # calls after the first, averaged for "later call s"
 
 
 def main() -> None:
@@ -87,7 +90,9 @@ def main() -> None:
         print(f"{', '.join(args.variants)}: traced one at a time and compiled at once in "
               f"{time.perf_counter() - begun:.1f} s on {os.cpu_count()} cores", flush=True)
         return
-    print("| variant | trace s | compile s | first call s | later call s |\n|---|---|---|---|---|", flush=True)
+    compiles = watch_compiles()
+    print("| variant | trace s | compile s | first call s | later call s | compiles during calls |\n"
+          "|---|---|---|---|---|---|", flush=True)
     for name in args.variants:
         step = steps[name]
         if step is None:
@@ -98,12 +103,32 @@ def main() -> None:
         traced = time.perf_counter()
         lowered.compile()
         compiled = time.perf_counter()
+        compiles.clear()
         jax.block_until_ready(step(real, latents, *scalars))
         first = time.perf_counter()
-        jax.block_until_ready(step(real, latents, *scalars))
-        later = time.perf_counter()
+        for _ in range(CALLS):
+            jax.block_until_ready(step(real, latents, *scalars))
+        later = (time.perf_counter() - first) / CALLS
         print(f"| {name} | {traced - begun:.1f} | {compiled - traced:.1f} | {first - compiled:.2f} | "
-              f"{later - first:.3f} |", flush=True)
+              f"{later:.3f} | {len(compiles)} |", flush=True)
+
+
+def watch_compiles() -> list:
+    """A list that collects XLA's compile messages from now on: a step that compiles again at each call shows here."""
+    import logging
+
+    import jax
+
+    compiles = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("Finished XLA compilation"):
+                compiles.append(record.getMessage())
+
+    logging.getLogger("jax").addHandler(Collect())
+    jax.config.update("jax_log_compiles", True)
+    return compiles
 
 
 def time_parts(gan, real, latents) -> None:

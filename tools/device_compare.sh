@@ -5,7 +5,7 @@
 #       --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel
 #
 # Arguments go to compare_archs.py unchanged.  Comparisons with different settings (another seed, cohort or
-# budget) share the GPU when separated by "::"; they run at once, each logging to $OUT/compare-<i>.log:
+# budget) share the GPU when separated by "::"; they run at once, each logging to compare-<i>.log:
 #
 #   bash tools/device_compare.sh --archs stylegan --size 256 --minutes 6.5 ... :: --archs dcgan-plus --seed 1 \
 #       --demo-subjects 64 --demo-root data/demo64 ...
@@ -17,20 +17,23 @@
 #   * KERAS_BACKEND=jax.
 # COMPARE_BUDGET_S (default 540) bounds compare_archs.py's wall time (SIGINT: the runs save a checkpoint and stop).
 # Whatever happened, each run's small files (config, history, logs, final sample grid, evaluation report and
-# figures; no checkpoints) go into $OUT/<run>.tgz, the tables into $OUT/compare-<size>px*.md and the log into
-# $OUT/compare.log (OUT defaults to runs/device-out).
+# figures; no checkpoints) go into $OUT/<run>.tgz, and the logs and the tables this call wrote into
+# $OUT/logs-and-tables.tgz: one file each, since a device call sends back at most 8 files (so at most 7 runs a
+# call; OUT defaults to runs/device-out).
 set -u
 OUT=${OUT:-runs/device-out}
-mkdir -p "$OUT"
+LOGS=runs/device-logs
+mkdir -p "$OUT" "$LOGS"
+touch "$LOGS/.started"
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || exit 1
     export PYTHONPATH=/tmp/site
 fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv 2>&1 | tee "$OUT/compare.log"
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv 2>&1 | tee "$LOGS/compare.log"
 python3 -c "import jax, keras, numpy, numba; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__, \
-'numpy', numpy.__version__, 'numba', numba.__version__)" 2>&1 | tee -a "$OUT/compare.log"
+'numpy', numpy.__version__, 'numba', numba.__version__)" 2>&1 | tee -a "$LOGS/compare.log"
 compare() {  # one compare_archs.py run under the budget: compare <log file> <arguments...>
     local log=$1
     shift
@@ -51,24 +54,25 @@ for argument in "$@"; do
 done
 groups+=("${current[*]}")
 if [ ${#groups[@]} -eq 1 ]; then
-    compare "$OUT/compare.log" "$@"
-    cat "$OUT/compare.log"
+    compare "$LOGS/compare.log" "$@"
+    cat "$LOGS/compare.log"
 else
     # Shared: each process takes GPU memory as it needs it (not 75 % each), and the cores are shared out.
-    export XLA_PYTHON_CLIENT_PREALLOCATE=false NUMBA_NUM_THREADS=$(( $(nproc) / ${#groups[@]} > 0 ? $(nproc) / ${#groups[@]} : 1 ))
+    share=$(( $(nproc) / ${#groups[@]} ))
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false NUMBA_NUM_THREADS=$(( share > 0 ? share : 1 ))
     index=0
     for group in "${groups[@]}"; do
         index=$((index + 1))
         # shellcheck disable=SC2086  # each group's words are compare_archs.py's arguments
-        compare "$OUT/compare-$index.log" $group &
+        compare "$LOGS/compare-$index.log" $group &
     done
     wait
-    tail -n 40 "$OUT"/compare-*.log
+    tail -n 40 "$LOGS"/compare-*.log
 fi
 for run in runs/compare/*/; do  # one archive per run: each file that comes back from a device is size-limited
     name=$(basename "$run")
     tar czf "$OUT/$name.tgz" --exclude=checkpoints --exclude=samples --exclude=real_samples.png "$run" \
         runs/compare/"$name".*.log 2>/dev/null
 done
-cp Resources/compare-*.md "$OUT/" 2>/dev/null
+tar czf "$OUT/logs-and-tables.tgz" "$LOGS"/compare*.log $(find Resources -name 'compare-*.md' -newer "$LOGS/.started")
 ls -la "$OUT"
