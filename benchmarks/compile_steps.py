@@ -10,15 +10,17 @@ R1, path length, both: see architectures.py), each compiled once.  This
 prints, per variant, the seconds to trace it (Keras code) and to compile it
 (XLA), then the seconds of its first call and of each later one (the mean
 of CALLS), and how many compiles those calls set off (0 when jax.jit reuses
-what compiled; a step that compiles again at every call shows here).  ``--together``
-traces them, then compiles them at once, each in its own thread (XLA
-compiles outside Python's lock), and prints the wall time of that: whether
-compiling a run's variants side by side would shorten its start.  On 2 CPU
-cores it does not (StyleGAN at 64x64, batch 4: 75.1 s at once against 63.2 s
-one after another, tracing included), so training compiles each variant at
-its first call.  XLA_FLAGS applies
-as usual (for example --xla_gpu_autotune_level=0 to see what autotuning
-costs).  The persistent compilation cache is off, so every compile is cold.
+what compiled; a step that compiles again at every call shows here).
+XLA_FLAGS applies as usual (for example --xla_gpu_autotune_level=0 to see
+what autotuning costs).  The persistent compilation cache is off, so every
+compile is cold.
+
+``--together`` traces the variants, then compiles them at once, each in its
+own thread (XLA compiles outside Python's lock), and prints the wall time of
+that: whether compiling a run's variants side by side would shorten its
+start.  On 2 CPU cores it does not (StyleGAN at 64x64, batch 4: 75.1 s at
+once against 63.2 s one after another, tracing included), so training
+compiles each variant at its first call.
 
 ``--parts`` times the pieces of a step instead, each jitted on its own: G
 forward and G's gradient, D forward and D's gradient (at the real batch),
@@ -96,7 +98,7 @@ def main() -> None:
     for name in args.variants:
         step = steps[name]
         if step is None:
-            print(f"| {name} | (not used by {args.arch}) | | | |", flush=True)
+            print(f"| {name} | (not used by {args.arch}) | | | | |", flush=True)
             continue
         begun = time.perf_counter()
         lowered = step.lower(real, latents, *scalars)

@@ -4,8 +4,9 @@
 #   bash tools/device_compare.sh --archs dcgan-plus dcgan-classic stylegan --size 256 --budgets minutes \
 #       --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel
 #
-# Arguments go to compare_archs.py unchanged.  Comparisons with different settings (another seed, cohort or
-# budget) share the GPU when separated by "::"; they run at once, each logging to compare-<i>.log:
+# Arguments go to compare_archs.py as words (none may hold a space).  Comparisons with different settings
+# (another seed, cohort or budget) share the GPU when separated by "::"; they run at once, each logging to
+# runs/device-logs/compare-<i>.log:
 #
 #   bash tools/device_compare.sh --archs stylegan --size 256 --minutes 6.5 ... :: --archs dcgan-plus --seed 1 \
 #       --demo-subjects 64 --demo-root data/demo64 ...
@@ -24,6 +25,7 @@ set -u
 OUT=${OUT:-runs/device-out}
 LOGS=runs/device-logs
 mkdir -p "$OUT" "$LOGS"
+rm -f "$LOGS"/compare*.log  # a warm machine keeps an earlier call's
 touch "$LOGS/.started"
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -53,22 +55,19 @@ for argument in "$@"; do
     fi
 done
 groups+=("${current[*]}")
-if [ ${#groups[@]} -eq 1 ]; then
-    compare "$LOGS/compare.log" "$@"
-    cat "$LOGS/compare.log"
-else
+if [ ${#groups[@]} -gt 1 ]; then
     # Shared: each process takes GPU memory as it needs it (not 75 % each), and the cores are shared out.
     share=$(( $(nproc) / ${#groups[@]} ))
     export XLA_PYTHON_CLIENT_PREALLOCATE=false NUMBA_NUM_THREADS=$(( share > 0 ? share : 1 ))
-    index=0
-    for group in "${groups[@]}"; do
-        index=$((index + 1))
-        # shellcheck disable=SC2086  # each group's words are compare_archs.py's arguments
-        compare "$LOGS/compare-$index.log" $group &
-    done
-    wait
-    tail -n 40 "$LOGS"/compare-*.log
 fi
+index=0
+for group in "${groups[@]}"; do
+    index=$((index + 1))
+    # shellcheck disable=SC2086  # each group's words are compare_archs.py's arguments
+    compare "$LOGS/compare-$index.log" $group &
+done
+wait
+tail -n 60 "$LOGS"/compare-*.log
 for run in runs/compare/*/; do  # one archive per run: each file that comes back from a device is size-limited
     name=$(basename "$run")
     tar czf "$OUT/$name.tgz" --exclude=checkpoints --exclude=samples --exclude=real_samples.png "$run" \
