@@ -4,6 +4,7 @@
         --precision mixed_bfloat16 --variants plain r1_pl
     KERAS_BACKEND=jax python benchmarks/compile_steps.py --arch stylegan --size 256 --batch-size 32 \
         --precision mixed_bfloat16 --parts            # where a slow step spends its time
+    ... --layers                                      # StyleGAN: each generator layer on its own
 
 A regularised architecture trains with several variants of its step (plain,
 R1, path length, both: see architectures.py), each compiled once.  This
@@ -11,9 +12,14 @@ prints, per variant, the seconds to trace it (Keras code) and to compile it
 (XLA), then the seconds of its first call and of each later one (the mean
 of CALLS), and how many compiles those calls set off (0 when jax.jit reuses
 what compiled; a step that compiles again at every call shows here).
-XLA_FLAGS applies as usual (for example --xla_gpu_autotune_level=0 to see
-what autotuning costs).  The persistent compilation cache is off, so every
-compile is cold.
+XLA_FLAGS applies as usual; --xla_gpu_autotune_level=0 shortens a GPU
+compile but leaves cuDNN's default convolution algorithms, 100 to 1,000
+times slower (benchmarks/conv_speed.py), so time steps with autotuning on.
+The persistent compilation cache is off, so every compile is cold.
+
+``--layers`` times each StyleGAN synthesis layer (modulated conv, noise,
+to-image, the image resize) forward and with its gradient, at its own input
+shape: which of them a slow generator loses its time in.
 
 ``--together`` traces the variants, then compiles them at once, each in its
 own thread (XLA compiles outside Python's lock), and prints the wall time of
@@ -38,6 +44,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -53,12 +61,13 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--parts", action="store_true", help="time G, D and the augmentation separately")
+    parser.add_argument("--layers", action="store_true",
+                        help="StyleGAN: time each generator layer (forward and gradient) at its own input shape")
     parser.add_argument("--together", action="store_true",
                         help="trace the variants, then compile them at once, in threads")
     args = parser.parse_args()
 
     import jax
-    import numpy as np
 
     jax.config.update("jax_enable_compilation_cache", False)
     import architectures
@@ -82,6 +91,9 @@ def main() -> None:
     scalars = np.zeros(3, np.float32)
     if args.parts:
         time_parts(gan, real, latents)
+        return
+    if args.layers:
+        time_generator_layers(gan.generator, args.batch_size, config.latent_dim)
         return
     chosen = [steps[name] for name in args.variants if steps[name] is not None]
     if args.together:  # traced one at a time (Keras code), then compiled at once, each in its own thread
@@ -169,6 +181,57 @@ def time_parts(gan, real, latents) -> None:
         first = time.perf_counter()
         jax.block_until_ready(jitted(argument))
         print(f"| {name} | {first - begun:.1f} | {time.perf_counter() - first:.3f} |", flush=True)
+
+
+def time_generator_layers(generator, batch_size: int, latent_dim: int) -> None:
+    """StyleGAN: seconds per call of each synthesis layer's forward pass and gradient, at its input shape."""
+    import jax
+    import jax.numpy as jnp
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    style = jnp.asarray(rng.standard_normal((batch_size, latent_dim)), jnp.float32)
+
+    def timed(name, function, *arguments):
+        jitted = jax.jit(function)
+        begun = time.perf_counter()
+        jax.block_until_ready(jitted(*arguments))
+        first = time.perf_counter()
+        for _ in range(CALLS):
+            jax.block_until_ready(jitted(*arguments))
+        print(f"| {name} | {first - begun:.1f} | {(time.perf_counter() - first) / CALLS:.4f} |", flush=True)
+
+    def layer_parts(name, layer, shape, with_style):
+        values = [v.value for v in layer.trainable_variables]
+        fixed = [v.value for v in layer.non_trainable_variables]
+        x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+        def forward(values, x):
+            if with_style:  # a modulated conv: no training flag
+                outputs, _ = layer.stateless_call(values, fixed, [x, style])
+            else:
+                outputs, _ = layer.stateless_call(values, fixed, x, training=True)
+            return jnp.sum(outputs.astype(jnp.float32))
+
+        timed(f"{name} forward {shape[1]}x{shape[2]}x{shape[3]}", forward, values, x)
+        timed(f"{name} gradient", jax.grad(forward, argnums=(0, 1)), values, x)
+
+    print("| layer | compile + first call s | later call s |\n|---|---|---|", flush=True)
+    shape = (batch_size, 4, 4, int(generator.constant.shape[-1]))
+    convs = iter(zip(generator.convs, generator.noises))
+    for resolution, to_image in zip(generator.resolutions, generator.to_images):
+        for _ in range(1 if resolution == 4 else 2):
+            conv, noise = next(convs)
+            layer_parts(conv.name, conv, shape, True)
+            shape = tuple(conv.compute_output_shape((shape, style.shape)))
+            layer_parts(noise.name, noise, shape, False)
+        layer_parts(to_image.name, to_image, shape, True)
+        if resolution > 4:
+            image = jnp.asarray(rng.standard_normal((batch_size, resolution // 2, resolution // 2, 1)), jnp.float32)
+            resize = lambda image, size=resolution: jnp.sum(  # noqa: E731
+                ops.image.resize(image, (size, size), interpolation="bilinear").astype(jnp.float32))
+            timed(f"image resize to {resolution}", resize, image)
+            timed("image resize gradient", jax.grad(resize), image)
 
 
 if __name__ == "__main__":
