@@ -29,6 +29,7 @@ import numpy as np
 
 import augment
 import checkpoints
+import engines
 import modelscript
 import objectives
 import stylegan
@@ -48,7 +49,7 @@ def make_optimizers(config: TrainConfig):
 def build_networks(config: TrainConfig):
     """Generator and discriminator for a config, in its compute precision (weights stay float32)."""
     previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(config.precision)
+    keras.mixed_precision.set_dtype_policy(engines.resolve_precision(config.precision))
     try:
         generator = modelscript.build_generator(config.arch, config.image_size, config.latent_dim)
         discriminator = modelscript.build_discriminator(config.arch, config.image_size)

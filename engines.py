@@ -46,3 +46,39 @@ def describe_environment() -> dict:
         **engine.versions(), "keras": keras.__version__, "backend": keras.backend.backend(),
         "numpy": np.__version__, "platform": platform.platform(),
     }
+
+
+# CPU feature flags (Linux's /proc/cpuinfo) of native bfloat16 arithmetic: AVX512-BF16, AMX
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively; False where that cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in BFLOAT16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def native_bfloat16() -> bool:
+    """Whether the device a run trains on computes bfloat16 natively.
+
+    An accelerator when there is one (a GPU of compute capability 8.0 or later, a TPU),
+    else the CPU.  On other CPUs bfloat16 is emulated and slower than float32.
+    """
+    engine = current()
+    found = engine.accelerators()
+    if found:
+        return engine.accelerator_has_bfloat16(found[0])
+    return cpu_has_bfloat16()
+
+
+def resolve_precision(precision: str) -> str:
+    """A concrete precision for a setting: "auto" becomes mixed_bfloat16 where it is native, else float32."""
+    if precision != "auto":
+        return precision
+    return "mixed_bfloat16" if native_bfloat16() else "float32"

@@ -128,11 +128,20 @@ def parameters(namespace: dict) -> dict:
 
 
 def make_config(settings: dict) -> config.TrainConfig:
-    """The validated, resolved TrainConfig of the notebook's settings; EPOCHS, when set, wins over STEPS."""
+    """The validated, resolved TrainConfig of the notebook's settings; EPOCHS, when set, wins over STEPS.
+
+    Neither set: the main job's length (1000 steps, 1250 in bfloat16), whatever the data.
+    PRECISION "auto" becomes what this machine computes natively.
+    """
+    import engines  # Keras: the parameters cell has loaded it already
+
     values = {item.name: settings[name] for name, item in config.notebook_settings().items()}
     values["demo"] = values["data_dir"] is None
     if values["epochs"]:
         values["steps"] = None
+    values["precision"] = engines.resolve_precision(values["precision"])
+    if not values["epochs"] and not values["steps"]:
+        values["steps"] = config.demo_steps(values["precision"])
     return config.TrainConfig(**values, **NOTEBOOK_BOOKKEEPING).validate().resolved()
 
 

@@ -194,6 +194,16 @@ def accelerators() -> list:
     return [device for device in jax.devices() if device.platform != "cpu"]
 
 
+def accelerator_has_bfloat16(device) -> bool:
+    """TPUs, and GPUs from compute capability 8.0 (A100, RTX 30xx) on, compute bfloat16 natively."""
+    if device.platform == "tpu":
+        return True
+    try:
+        return float(getattr(device, "compute_capability", 0)) >= 8.0
+    except (TypeError, ValueError):  # a GPU that names no CUDA capability (ROCm)
+        return False
+
+
 def describe_devices() -> tuple[str, str]:
     """(device names, short tag for file names)."""
     found = accelerators()

@@ -138,6 +138,12 @@ def accelerators() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
+def accelerator_has_bfloat16(gpu) -> bool:
+    """A GPU computes bfloat16 natively from compute capability 8.0 (A100, RTX 30xx) on."""
+    capability = tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
+    return tuple(capability) >= (8, 0)
+
+
 def describe_devices() -> tuple[str, str]:
     """(device names, short tag for file names), e.g. ("NVIDIA H100 80GB HBM3", "gpu-nvidia-h100-80gb-hbm3")."""
     gpus = accelerators()

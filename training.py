@@ -28,6 +28,7 @@ stop when losses or weights stop being finite.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import shutil
 import signal
@@ -95,6 +96,8 @@ def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
     the updated config is saved back when training goes on.
     """
     saved = run.read_config()
+    if changes.get("precision") == "auto":  # the run's own, as it resolved when it started
+        changes = {name: value for name, value in changes.items() if name != "precision"}
     for name in MODEL_FIELDS:
         if changes.get(name) is not None and changes[name] != getattr(saved, name):
             raise ConfigError(
@@ -191,6 +194,7 @@ class Trainer:
     def new(cls, config: TrainConfig, run_dir, images: np.ndarray | None = None, progress: bool = True) -> "Trainer":
         """Start a new run in ``run_dir`` (which must not hold one) from ``config``."""
         config = config.validate().resolved()
+        config = dataclasses.replace(config, precision=engines.resolve_precision(config.precision))
         run = folder_for(run_dir)
         run.check_fresh()  # before the data load and model build, so nothing is wasted or changed
         created = run.path.absolute()

@@ -90,8 +90,8 @@ def test_jax_data_parallel_step_matches_one_device(tmp_path):
     # so two devices must compute what one does, up to float rounding.
     report = run_python(TRAIN_SNIPPET + """
     import jax
-    one, _ = train("one", arch="dcgan-classic")
-    two, changed = train("two", arch="dcgan-classic", devices=2)
+    one, _ = train("one", arch="dcgan-classic", precision="float32")  # equal up to float32 rounding
+    two, changed = train("two", arch="dcgan-classic", devices=2, precision="float32")
     difference = max(float(np.max(np.abs(np.array(a) - np.array(b))))
                      for a, b in zip(one.generator.trainable_variables, two.generator.trainable_variables))
     print(json.dumps({"devices": len(jax.devices()), "replicas": [one.replicas, two.replicas],
@@ -149,6 +149,45 @@ def test_resume_may_switch_to_bfloat16_but_not_to_float16(tmp_path, tiny_images)
     resumed = training.Trainer.resume(tmp_path / "run", images=tiny_images, progress=False,
                                       precision="mixed_bfloat16", steps=3)
     assert resumed.step == 2 and resumed.config.precision == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("flags, native", [("fpu sse2 avx512f avx512_bf16 avx512_vnni", True),
+                                           ("fpu avx512f amx_bf16 amx_tile", True), ("fpu sse2 avx2 fma", False)])
+def test_bfloat16_support_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert engines.cpu_has_bfloat16(str(cpuinfo)) is native
+    assert engines.cpu_has_bfloat16(str(tmp_path / "missing")) is False  # not Linux: float32
+
+
+@pytest.mark.parametrize("native, resolved", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_precision_is_bfloat16_only_where_the_device_computes_it_natively(monkeypatch, tmp_path, tiny_images,
+                                                                              native, resolved):
+    monkeypatch.setattr(engines, "native_bfloat16", lambda: native)
+    assert engines.resolve_precision("auto") == resolved
+    for given in ("float32", "mixed_float16", "mixed_bfloat16"):
+        assert engines.resolve_precision(given) == given  # a precision asked for is kept
+    config = TrainConfig(demo=True, steps=1, **QUICK).validate()
+    assert config.precision == "auto"  # the default
+    trainer = training.Trainer.new(config, tmp_path / "run", images=tiny_images, progress=False)
+    assert trainer.config.precision == resolved  # the run records what it computed in
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == resolved
+    assert trainer.generator.dtype_policy.compute_dtype == ("bfloat16" if native else "float32")
+    # Resumed with "auto" (the notebook's default) elsewhere, the run keeps its own precision.
+    monkeypatch.setattr(engines, "native_bfloat16", lambda: not native)
+    trainer.fit(progress=False)
+    resumed = training.Trainer.resume(tmp_path / "run", images=tiny_images, progress=False, precision="auto",
+                                      steps=2)
+    assert resumed.config.precision == resolved
+
+
+def test_the_demo_length_fits_its_ten_minutes_in_the_precision_it_resolved_to():
+    from config import DEMO_LENGTH, with_length_defaults
+
+    assert with_length_defaults({"demo": True, "precision": "float32"}, 64)["steps"] == DEMO_LENGTH["steps"] == 1000
+    assert with_length_defaults({"demo": True, "precision": "mixed_bfloat16"}, 64)["steps"] == 1250
+    assert with_length_defaults({"demo": True, "precision": "mixed_bfloat16", "steps": 7}, 64)["steps"] == 7
+    assert with_length_defaults({"data_dir": "x", "precision": "mixed_bfloat16"}, 64)["epochs"] == 50
 
 
 def test_mixed_float16_scales_the_loss():

@@ -12,9 +12,9 @@ It writes two files:
   (conftest.py), so rerun this after changing the notebook or what its
   compared cells print.
 * ``driver.ipynb``: for readers, the outputs of a run with the notebook's own
-  settings on this machine (on 2 CPU cores: the main job, 1000 steps at
-  64x64), so that the stored sample grid, losses and SSIM search show what a
-  user's run gives; ``--quick`` stores the reference run's instead.  Widgets
+  settings on this machine (on 2 CPU cores: the main job at 64x64, 1000
+  steps, or 1250 in bfloat16), so that the stored sample grid, losses and
+  SSIM search show what a user's run gives; ``--quick`` stores the reference run's instead.  Widgets
   and progress bars are left out: they only work in a live session.
 
 Each run starts a fresh kernel in the repository root; nothing is stored if a
