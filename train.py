@@ -109,7 +109,10 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
         gpu = bool(engine.accelerators())
         settings["image_size"] = GPU_IMAGE_SIZE if gpu else CPU_IMAGE_SIZE
         print(f"image size: {settings['image_size']} ({'GPU found' if gpu else 'CPU only'}; set --image-size to choose)")
-    settings["precision"] = engines.resolve_precision(settings.get("precision", "auto"))  # the demo's length follows it
+    if settings.get("precision", "auto") == "auto":  # the demo's length follows it
+        settings["precision"] = engines.resolve_precision("auto")
+        native = "native" if settings["precision"] == "mixed_bfloat16" else "not native"
+        print(f"precision: {settings['precision']} (bfloat16 is {native} here; set --precision to choose)")
     run_config = config.TrainConfig.from_dict(config.with_length_defaults(settings, settings["image_size"]))
     run_dir = Path(args.out) if args.out else next_run_dir(run_config.arch, run_config.image_size)
     return Trainer.new(run_config, run_dir, progress=progress)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import engines
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--image-size", "32", "--batch-size", "8", "--log-every", "2", "--sample-every", "4",
          "--checkpoint-every", "4", "--sample-grid", "4", "--quiet"]
@@ -34,9 +36,11 @@ def history_steps(run_dir):
 
 def test_train_then_generate_end_to_end(tmp_path, demo_dir):
     run = tmp_path / "run"
-    run_script("train.py", "--data", demo_dir, "--steps", 8, "--out", run, *QUICK, cwd=tmp_path)
+    trained = run_script("train.py", "--data", demo_dir, "--steps", 8, "--out", run, *QUICK, cwd=tmp_path)
     config = json.loads((run / "config.json").read_text())
     assert config["arch"] == "dcgan-plus" and config["image_size"] == 32 and config["steps"] == 8
+    native = engines.resolve_precision("auto")  # --precision auto, the default: what this machine does natively
+    assert config["precision"] == native and f"precision: {native} (bfloat16 is " in trained.stdout
     assert history_steps(run) == [2, 4, 6, 8]
     assert (run / "samples.png").is_file() and (run / "checkpoints" / "ckpt-00000008").is_dir()
 
