@@ -175,12 +175,20 @@ def time_parts(gan, real, latents) -> None:
     }
     print("| part | compile + first call s | later call s |\n|---|---|---|", flush=True)
     for name, (function, argument) in parts.items():
-        jitted = jax.jit(function)
-        begun = time.perf_counter()
-        jax.block_until_ready(jitted(argument))
-        first = time.perf_counter()
-        jax.block_until_ready(jitted(argument))
-        print(f"| {name} | {first - begun:.1f} | {time.perf_counter() - first:.3f} |", flush=True)
+        print_jitted_time(name, function, argument)
+
+
+def print_jitted_time(name: str, function, *arguments) -> None:
+    """A table row: ``function`` under jax.jit, its compile and first call, then the mean of CALLS more."""
+    import jax
+
+    jitted = jax.jit(function)
+    begun = time.perf_counter()
+    jax.block_until_ready(jitted(*arguments))
+    first = time.perf_counter()
+    for _ in range(CALLS):
+        jax.block_until_ready(jitted(*arguments))
+    print(f"| {name} | {first - begun:.1f} | {(time.perf_counter() - first) / CALLS:.4f} |", flush=True)
 
 
 def time_generator_layers(generator, batch_size: int, latent_dim: int) -> None:
@@ -191,15 +199,6 @@ def time_generator_layers(generator, batch_size: int, latent_dim: int) -> None:
 
     rng = np.random.default_rng(0)
     style = jnp.asarray(rng.standard_normal((batch_size, latent_dim)), jnp.float32)
-
-    def timed(name, function, *arguments):
-        jitted = jax.jit(function)
-        begun = time.perf_counter()
-        jax.block_until_ready(jitted(*arguments))
-        first = time.perf_counter()
-        for _ in range(CALLS):
-            jax.block_until_ready(jitted(*arguments))
-        print(f"| {name} | {first - begun:.1f} | {(time.perf_counter() - first) / CALLS:.4f} |", flush=True)
 
     def layer_parts(name, layer, shape, with_style):
         values = [v.value for v in layer.trainable_variables]
@@ -213,8 +212,8 @@ def time_generator_layers(generator, batch_size: int, latent_dim: int) -> None:
                 outputs, _ = layer.stateless_call(values, fixed, x, training=True)
             return jnp.sum(outputs.astype(jnp.float32))
 
-        timed(f"{name} forward {shape[1]}x{shape[2]}x{shape[3]}", forward, values, x)
-        timed(f"{name} gradient", jax.grad(forward, argnums=(0, 1)), values, x)
+        print_jitted_time(f"{name} forward {shape[1]}x{shape[2]}x{shape[3]}", forward, values, x)
+        print_jitted_time(f"{name} gradient", jax.grad(forward, argnums=(0, 1)), values, x)
 
     print("| layer | compile + first call s | later call s |\n|---|---|---|", flush=True)
     shape = (batch_size, 4, 4, int(generator.constant.shape[-1]))
@@ -230,8 +229,8 @@ def time_generator_layers(generator, batch_size: int, latent_dim: int) -> None:
             image = jnp.asarray(rng.standard_normal((batch_size, resolution // 2, resolution // 2, 1)), jnp.float32)
             resize = lambda image, size=resolution: jnp.sum(  # noqa: E731
                 ops.image.resize(image, (size, size), interpolation="bilinear").astype(jnp.float32))
-            timed(f"image resize to {resolution}", resize, image)
-            timed("image resize gradient", jax.grad(resize), image)
+            print_jitted_time(f"image resize to {resolution}", resize, image)
+            print_jitted_time("image resize gradient", jax.grad(resize), image)
 
 
 if __name__ == "__main__":
