@@ -50,3 +50,22 @@ if IPyNbFile is not None and not getattr(IPyNbFile, "compares_with_reference", F
 
     IPyNbFile.collect = _collect_against_the_reference
     IPyNbFile.compares_with_reference = True
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks into the test ids
+def pytest_collection_modifyitems(items):
+    """Keep together on one pytest-xdist worker (``--dist loadgroup``) what must run in one process.
+
+    driver.ipynb's cells run in order in one kernel, and tests that share a
+    module-scoped fixture (a trained run, say) would each build it on both
+    workers.  Every other test is handed out on its own, so the two workers
+    finish close together.
+    """
+    for item in items:
+        path = Path(str(item.fspath))
+        fixtures = getattr(item, "_fixtureinfo", None)
+        shares_a_module_fixture = fixtures is not None and any(
+            definition.scope == "module" for definitions in fixtures.name2fixturedefs.values()
+            for definition in definitions)
+        if path == NOTEBOOK or shares_a_module_fixture:
+            item.add_marker(pytest.mark.xdist_group(path.name))
