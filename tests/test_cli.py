@@ -124,10 +124,10 @@ def test_bad_flags_name_the_flag(tmp_path):
 
 def test_resume_with_another_arch_or_onto_an_existing_run_is_refused(tmp_path, demo_dir):
     run = tmp_path / "run"
-    run_script("train.py", "--data", demo_dir, "--steps", 4, "--out", run, *QUICK, cwd=tmp_path)
+    run_script("train.py", "--data", demo_dir, "--arch", "dcgan", "--steps", 4, "--out", run, *QUICK, cwd=tmp_path)
     before = (run / "history.csv").read_text()
     result = run_script("train.py", "--out", run, "--resume", "--arch", "dcgan-classic", cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "--arch" in result.stderr and "dcgan" in result.stderr
+    assert result.returncode == 2 and "--arch" in result.stderr and "'dcgan'" in result.stderr, result.stderr
     result = run_script("train.py", "--data", demo_dir, "--steps", 4, "--out", run, *QUICK, cwd=tmp_path, check=False)
     assert result.returncode == 2 and "already holds a run" in result.stderr
     result = run_script("train.py", "--out", run, "--resume", "--arch", "stylegan", cwd=tmp_path, check=False)

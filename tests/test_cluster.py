@@ -63,7 +63,7 @@ LAUNCHER = textwrap.dedent("""
 def train_args(demo_dir, run, steps: int, *more) -> list[str]:
     return ["--data", str(demo_dir), "--arch", "dcgan", "--image-size", "32", "--batch-size", "8", "--steps",
             str(steps), "--log-every", "1", "--sample-every", "2", "--checkpoint-every", "2", "--ssim-every", "2",
-            "--ssim-references", "16", "--sample-grid", "4", "--seed", "1", "--quiet", "--out", str(run), *more]
+            "--ssim-references", "16", "--sample-grid", "4", "--seed", "1", "--precision", "float32", "--quiet", "--out", str(run), *more]
 
 
 class Processes:
