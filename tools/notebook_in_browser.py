@@ -2,6 +2,7 @@
 
     python tools/notebook_in_browser.py --out Resources/browser            # as it opens
     python tools/notebook_in_browser.py --run --out /tmp/screens           # Run All Cells, then each cell
+    python tools/notebook_in_browser.py --run --root COPY --resources       # docs/notebook.md's four figures
 
 Needs Debian's `chromium` and `chromium-driver`, and `pip install selenium
 jupyterlab` (not in requirements.txt: only this tool and its test use them).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -131,11 +133,36 @@ def cell_screenshots(driver, out: Path) -> list[Path]:
     return written
 
 
+# The cells docs/notebook.md shows: (code cell index, what it shows).
+RESOURCE_CELLS = ((0, "setup"), (2, "settings"), (7, "training"), (11, "ssim"))
+
+
+def copy_to_resources(root: Path, written: list[Path]) -> list[Path]:
+    """docs/notebook.md's figures from the run just made: Resources/browser-<what>_<arch>-<size>px-<N>steps-<device>.png."""
+    runs = sorted((root / "runs").glob("notebook-*/config.json"), key=lambda path: path.stat().st_mtime)
+    if not runs:
+        raise SystemExit(f"--resources: no runs/notebook-*/config.json under {root}: run the notebook (--run)")
+    config = json.loads(runs[-1].read_text())
+    history = (runs[-1].parent / "history.csv").read_text().splitlines()
+    steps = int(history[-1].split(",")[0]) if len(history) > 1 else 0
+    device = json.loads((runs[-1].parent / "environment.json").read_text()).get("device_tag", "unknown")
+    tag = f"{config['arch']}-{config['image_size']}px-{steps}steps-{device}"
+    copied = []
+    for index, what in RESOURCE_CELLS:
+        target = ROOT / "Resources" / f"browser-{what}_{tag}.png"
+        shutil.copyfile(written[index], target)
+        copied.append(target)
+    return copied
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="/tmp/notebook-screens", help="folder for the PNGs and page.txt")
     parser.add_argument("--run", action="store_true", help="run every cell first (Run > Run All Cells)")
     parser.add_argument("--root", default=str(ROOT), help="folder the server serves (a copy keeps driver.ipynb as is)")
+    parser.add_argument("--resources", action="store_true",
+                        help="also copy the setup, settings, training and SSIM cells to Resources/browser-*.png, "
+                             "named from the newest runs/notebook-* under --root")
     args = parser.parse_args()
     problem = browser_missing()
     if problem:
@@ -146,6 +173,9 @@ def main() -> int:
             run_all_cells(driver)
         written = cell_screenshots(driver, Path(args.out))
     print(f"{len(written)} cell screenshots and page.txt in {args.out}")
+    if args.resources:
+        for path in copy_to_resources(Path(args.root), written):
+            print(f"wrote {path.relative_to(ROOT)}")
     return 0
 
 
