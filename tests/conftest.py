@@ -24,9 +24,15 @@ def private_cache(tmp_path, monkeypatch):
 def jax_compilation_cache(tmp_path_factory):
     """One persistent XLA cache for the JAX processes the tests start: a program compiles once, not per process.
 
-    Only the tests' own processes see it (it lives in the session's temporary folder).
+    Only the tests' own processes see it: it lives in the session's temporary folder, the one that
+    pytest-xdist's workers share (each worker's own is a folder inside it).
     """
-    settings = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax-cache")),
+    session_folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        session_folder = session_folder.parent
+    cache = session_folder / "jax-cache"
+    cache.mkdir(exist_ok=True)
+    settings = {"JAX_COMPILATION_CACHE_DIR": str(cache),
                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
     before = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
