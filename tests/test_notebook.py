@@ -47,6 +47,11 @@ def run_fresh(arguments: list, cwd: Path, environment: dict | None = None, timeo
     return result.stdout
 
 
+def output_text(outputs: list) -> str:
+    """What a cell's outputs show as text: streams and plain-text results."""
+    return "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "") for output in outputs)
+
+
 def test_the_parameters_cell_defines_exactly_the_declared_notebook_settings(monkeypatch):
     namespace = parameters_namespace()
     defined = {name for name in namespace if name.isupper() and name != "GPU"}
@@ -75,7 +80,7 @@ def test_the_reference_outputs_match_the_notebook_and_the_notebook_opens_clean()
     for cell in stored.cells:
         for output in cell.get("outputs", []):
             assert "application/vnd.jupyter.widget-view+json" not in output.get("data", {}), cell.source[:60]
-            text = output.get("text", "") + output.get("data", {}).get("text/plain", "")
+            text = output_text([output])
             assert not any(noise in text for noise in ("E0000", "I0000", "absl::InitializeLog", "VBox(")), text[:200]
 
 
@@ -92,7 +97,7 @@ def test_a_users_own_run_and_save_leave_the_regression_check_passing(tmp_path):
     saved = nbformat.read(copy / "driver.ipynb", as_version=4)
     reference = notebook_ui.reference_code_cells(NOTEBOOK, ROOT / notebook_ui.REFERENCE_NOTEBOOK)
     code = [cell for cell in saved.cells if cell.cell_type == "code"]
-    assert any(output_text(cell) != output_text(expected) for cell, expected in zip(code, reference)
+    assert any(output_text(cell.outputs) != output_text(expected.outputs) for cell, expected in zip(code, reference)
                if cell.outputs and "nbval-ignore-output" not in cell.metadata.get("tags", [])), \
         "driver.ipynb's stored outputs are the reference run's: this test needs a user's run there"
     for cell in code[len(code) // 2:]:  # autosave caught the run half-way
@@ -103,10 +108,6 @@ def test_a_users_own_run_and_save_leave_the_regression_check_passing(tmp_path):
     environment.pop(notebook_ui.REFERENCE_RUN_VARIABLE)  # the check sets it itself
     output = run_fresh(["-m", "pytest", "-p", "no:cacheprovider", "--nbval", "driver.ipynb"], copy, environment, 1200)
     assert " passed" in output.splitlines()[-1]
-
-
-def output_text(cell) -> str:
-    return "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "") for output in cell.outputs)
 
 
 def test_every_notebook_setting_reaches_the_config_field_that_declares_it():
