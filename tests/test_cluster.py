@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The JAX cases run one after the other on one pytest-xdist worker: their processes compile the same
 # programs, which the second case then finds in the session's XLA cache (conftest.py), and four JAX
 # processes compiling at once on two cores take longer than two and two.
-ENGINES = ("tensorflow", pytest.param("jax", marks=pytest.mark.xdist_group("jax-processes")))
+ENGINES = ("tensorflow", "jax")  # the jax cases run one after the other on one worker (conftest.work_unit)
 LAUNCHER = textwrap.dedent("""
     import os, runpy, sys
     run = os.path.realpath(os.environ["RUN_FOLDER"])
