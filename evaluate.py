@@ -267,6 +267,60 @@ def fid_scores(train: np.ndarray, generated: np.ndarray, rng, *, weights: str = 
     }
 
 
+# The main job's targets (docs/results.md): what a good run's report shows, as (low, high) bands.
+TARGETS = {"realism": (0.95, 1.05), "recall": (0.95, None), "diversity_ratio": (0.8, 1.2),
+           "memorized_fraction": (None, 0.0)}
+BAND_NAMES = {"realism": "realism", "recall": "recall", "diversity_ratio": "diversity ratio",
+              "memorized_fraction": "near-copy share", "real_test_nn_ssim_median": "yardstick (real vs real)",
+              "level_distance": "level distance"}
+
+
+def band_lines(report: dict, bands: dict) -> list[str]:
+    """One line per measure of ``bands`` ({key: (low, high)}, None for no bound): is it inside?
+
+    The lines hold the bands and the verdicts, not the values (summary_lines shows those), so a run
+    that is right prints the same lines on every machine: the notebook's regression check compares them.
+    """
+    lines = []
+    for key, (low, high) in bands.items():
+        if key not in report:
+            lines.append(f"{BAND_NAMES.get(key, key)}: not measured (no held-out test split)")
+            continue
+        value = report[key]
+        inside = (low is None or value >= low) and (high is None or value <= high) and np.isfinite(value)
+        band = (f"{low:g} to {high:g}" if low is not None and high is not None
+                else f"at least {low:g}" if low is not None else f"at most {high:g}")
+        lines.append(f"{BAND_NAMES.get(key, key)} {band}: {'yes' if inside else 'NO'}")
+    return lines
+
+
+LOG_2 = float(np.log(2.0))
+
+
+def history_checks(history: dict[str, list[float]], tolerance: float = 1e-3) -> list[str]:
+    """Checks that hold for every correct run of any length, on history.csv's columns (plots.read_history).
+
+    With real = 1 and fake = 0, each generated image that D calls fake (logit < 0) adds more than log 2
+    to the non-saturating G loss, and each image D gets wrong adds at least log 2 to D's loss.  So on
+    every logged row (a mean over steps keeps it) g_loss >= log 2 * d_acc_fake, and d_loss >=
+    log 2 * ((1 - d_acc_real) + (1 - d_acc_fake)).  A generator trained towards the wrong label, or a
+    loss or accuracy with a flipped sign, breaks one of them within a few steps.
+    """
+    steps = len(history.get("step", []))
+    g_loss, d_loss = np.asarray(history["g_loss"], float), np.asarray(history["d_loss"], float)
+    accuracy_real, accuracy_fake = (np.asarray(history[key], float) for key in ("d_acc_real", "d_acc_fake"))
+    finite = bool(np.isfinite(g_loss).all() and np.isfinite(d_loss).all())
+    g_agrees = bool(np.all(g_loss >= LOG_2 * accuracy_fake - tolerance))
+    d_agrees = bool(np.all(d_loss >= LOG_2 * ((1 - accuracy_real) + (1 - accuracy_fake)) - tolerance))
+    in_range = bool(np.all((0 <= accuracy_real) & (accuracy_real <= 1) & (0 <= accuracy_fake) & (accuracy_fake <= 1)))
+    verdict = {True: "yes", False: "NO"}
+    return [f"history: {steps} logged steps",
+            f"losses finite at every logged step: {verdict[finite]}",
+            f"discriminator accuracies within 0 to 1: {verdict[in_range]}",
+            f"G loss agrees with D's verdicts on generated images (>= log 2 x accuracy on fakes): {verdict[g_agrees]}",
+            f"D loss agrees with its mistakes (>= log 2 x the share it gets wrong): {verdict[d_agrees]}"]
+
+
 def summary_lines(report: dict) -> list[str]:
     """The report in a few lines (what evaluate.py prints and the notebook shows)."""
     lines = [

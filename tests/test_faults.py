@@ -173,6 +173,25 @@ def test_a_corrupt_newest_checkpoint_is_named_skipped_and_the_newest_good_one_us
     assert "truncated" in err
 
 
+@pytest.mark.parametrize("victim", ["generator.weights.h5", "training_state.npz"])
+def test_bytes_changed_in_place_without_changing_the_size_are_caught_by_the_checksum(
+        tmp_path, tiny_images, capsys, victim):
+    """Silent damage (a bad sector, a stray write): the size is right, the contents are not."""
+    run = corrupt_run(tmp_path, tiny_images)
+    damaged = run / "checkpoints" / "ckpt-00000008" / victim
+    size = damaged.stat().st_size
+    with open(damaged, "r+b") as handle:
+        handle.seek(size // 2)
+        original = handle.read(64)
+        handle.seek(size // 2)
+        handle.write(bytes(255 - byte for byte in original))
+    assert damaged.stat().st_size == size
+    with pytest.raises(checkpoints.CorruptCheckpoint, match="does not match its checksum"):
+        checkpoints.verify_checkpoint(damaged.parent)
+    assert training.Trainer.resume(run, images=tiny_images, progress=False).step == 4  # the older, good one
+    assert f"skipping checkpoint ckpt-00000008: {damaged} does not match its checksum" in capsys.readouterr().err
+
+
 def test_a_named_checkpoint_is_used_and_a_corrupt_one_is_refused_naming_the_file(tmp_path, tiny_images):
     run = corrupt_run(tmp_path, tiny_images)
     assert training.Trainer.resume(run, images=tiny_images, progress=False, checkpoint="ckpt-00000004").step == 4
