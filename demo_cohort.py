@@ -1,24 +1,37 @@
-"""A demo cohort of brain MRI slices built from the MNI152 template.
+"""A demo cohort of whole-head T1 slices in the style of preprocessed OASIS, built from the MNI152 template.
 
 The real OASIS slices cannot be shipped, so the project builds a stand-in in
-the same layout and naming.  Its anatomy is real: the MNI ICBM152 2009a
-nonlinear symmetric T1 template (1 mm, skull-stripped) that the nilearn
-package ships (Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging
-Centre, Montreal Neurological Institute, McGill University; see README).
-Each demo "subject" is that template under its own
+the same layout and naming.  Its anatomy comes from the MNI ICBM152 2009a
+nonlinear symmetric template (1 mm) that the nilearn package ships: the T1
+brain and its grey- and white-matter probability maps (Copyright (C)
+1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal
+Neurological Institute, McGill University; see README).  Each demo subject is
+rendered the way label-driven generators (SynthSeg and its kin) make
+realistic scans, not by resampling the template's blurred average intensity:
 
-* affine jitter (rotation, per-axis scale, translation, slice-level offset),
-* smooth random deformation (a coarse random displacement field, cubic-spline
-  upsampled),
-* atrophy-like change (a radial warp about the ventricles that widens or
-  narrows them),
-* contrast (gamma), smooth multiplicative bias field, gain, and Gaussian noise
-  inside the brain,
+* anatomy: the tissue maps under the subject's own affine (head size and
+  shape, small rotations and shifts left after atlas registration) and smooth
+  random deformation; age (18 to 96) and, for some older subjects, dementia
+  widen the ventricles and the sulci;
+* one person's cortex: band-limited random fields perturb the tissue scores,
+  so the white matter reaches into gyri and thin sulci cut the grey matter,
+  where the 152-brain average is smooth; the tissue with the highest score
+  wins, with a little partial volume at the boundaries;
+* the whole head, modelled around the brain (no head image ships offline):
+  CSF, the skull's dark inner and outer tables with grey marrow between, and
+  the bright scalp fat, each layer's thickness varying around the head;
+* imaging: T1 intensities at OASIS's levels (grey matter about 60-90, white
+  matter about 110-160, CSF and skull dark, scalp about 180-220) with
+  per-subject contrast, a little blur, a smooth bias field, Rician noise, and
+  the faint noise of the registered field of view around the head on an
+  exactly black background;
+* the slice band: 32 consecutive 1 mm axial slices through the lateral
+  ventricles (the third ventricle and basal ganglia at slice 0 to the
+  ventricles' bodies at slice 31), 256x256, anterior to the right, as OASIS.
 
-cut into 32 axial slices at OASIS-like levels (cerebellum to vertex),
-256x256, anterior up, black background.  Everything is a pure function of the
-seed and the subject number, so a cohort is reproducible and each subject can
-be built on its own worker.
+Everything is a pure function of the seed and the subject number, so a cohort
+is reproducible and each subject can be built on its own worker.
+appearance.look_measures says how close it comes to real OASIS (docs/data.md).
 """
 
 from __future__ import annotations
@@ -39,22 +52,23 @@ from scipy import ndimage
 
 SLICES_PER_SUBJECT = 32
 SLICE_SIZE = 256
-COHORT_VERSION = 1
-TEMPLATE_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+COHORT_VERSION = 2  # 1: the skull-stripped template resampled, cerebellum to vertex
+TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
 TEMPLATE_ORIGIN_MM = np.array([-98.0, -134.0, -72.0])  # MNI coordinate of voxel (0, 0, 0)
-BRAIN_CENTRE_MM = np.array([0.0, -18.0, 0.0])  # in-plane centre of the output slice
+HEAD_CENTRE_MM = np.array([0.0, -17.0, 0.0])  # in-plane centre of the output slice
 VENTRICLE_CENTRE_MM = np.array([0.0, -8.0, 14.0])
-SLICE_LEVELS_MM = (-38.0, 68.0)  # MNI z of the lowest and highest slice
-PIXEL_MM = 0.8  # OASIS slices show the brain larger than 1 mm per pixel would
+FIRST_SLICE_MM, SLICE_SPACING_MM = 0.0, 1.0  # MNI z of slice 0 (third ventricle, basal ganglia), then 1 mm up
+PIXEL_MM = 1.0  # OASIS: 1 mm voxels, the head about 200 pixels long
+BRAIN_BOX = (192, 224)  # rows (left-right) and columns (front-back) of the slice the brain can reach
 SPLIT_FRACTIONS = {"validate": 0.10, "test": 0.05}  # rest is train, as in OASIS
 
 
-def template_path() -> Path:
-    """Path of the T1 template inside the installed nilearn package."""
+def template_path(name: str = "t1") -> Path:
+    """Path of one MNI152 volume ("t1", "gm" or "wm") inside the installed nilearn package."""
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the demo cohort needs the nilearn package: pip install nilearn")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / TEMPLATE_FILE
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / TEMPLATE_FILES[name]
     if not path.is_file():
         raise RuntimeError(f"nilearn is installed but its MNI152 template {path} is missing")
     return path
@@ -62,11 +76,11 @@ def template_path() -> Path:
 
 @lru_cache(maxsize=1)
 def load_template() -> np.ndarray:
-    """The T1 template as float32 in [0, 1], indexed (x, y, z) in 1 mm voxels."""
+    """The T1 brain, grey- and white-matter maps stacked ``(3, x, y, z)``, float32 in [0, 1], 1 mm voxels."""
     import nibabel
 
-    volume = np.asarray(nibabel.load(template_path()).dataobj, dtype=np.float32)
-    return volume / np.float32(255.0)
+    return np.stack([np.asarray(nibabel.load(template_path(name)).dataobj, dtype=np.float32) / np.float32(255.0)
+                     for name in ("t1", "gm", "wm")])
 
 
 def _smooth_field(rng: np.random.Generator, shape: tuple, coarse: int, amplitude: float) -> np.ndarray:
@@ -74,6 +88,17 @@ def _smooth_field(rng: np.random.Generator, shape: tuple, coarse: int, amplitude
     grid = rng.normal(0.0, amplitude, size=(coarse,) * len(shape))
     zoom = [target / coarse for target in shape]
     return ndimage.zoom(grid, zoom, order=3, mode="nearest")[tuple(slice(0, n) for n in shape)]
+
+
+def _band_field(rng: np.random.Generator, shape: tuple, scale_px: float, factor: int = 4) -> np.ndarray:
+    """A zero-mean, unit-variance random field varying over about ``scale_px`` pixels in-plane and
+    ``scale_px`` slices across: made at 1/``factor`` of the in-plane size, then enlarged."""
+    slices, size = shape[0], shape[1]
+    coarse = rng.normal(size=(slices, size // factor, size // factor))
+    field = ndimage.gaussian_filter(coarse, (scale_px / 2.0, scale_px / (2.0 * factor), scale_px / (2.0 * factor)),
+                                    mode="wrap")
+    field = _upsample_slices(field, size)
+    return (field - field.mean()) / (field.std() + 1e-8)
 
 
 def _upsample_slices(field: np.ndarray, size: int) -> np.ndarray:
@@ -93,53 +118,142 @@ def _rotation(angles_deg: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def render_subject(seed: int, subject: int) -> np.ndarray:
-    """The 32 slices of one demo subject as uint8 ``(32, 256, 256)``."""
-    rng = np.random.default_rng([seed, subject, COHORT_VERSION])
-    template = load_template()
-    size, n_slices = SLICE_SIZE, SLICES_PER_SUBJECT
+def subject_traits(rng: np.random.Generator) -> dict:
+    """Age, dementia and the atrophy they bring (0 young and healthy, about 1 old and demented)."""
+    age = float(rng.uniform(18.0, 96.0))
+    demented = bool(age > 60 and rng.random() < 0.4)  # OASIS-1: about 100 of its 416 subjects, all over 60
+    atrophy = float(np.clip(0.7 * max(age - 25.0, 0.0) / 71.0 + 0.35 * demented + rng.normal(0.0, 0.06), 0.0, 1.2))
+    return {"age": age, "demented": demented, "atrophy": atrophy}
 
-    # Output sampling grid in millimetres: columns run left->right (x),
-    # rows run anterior->posterior (y decreasing), slices inferior->superior.
-    axis = (np.arange(size) - (size - 1) / 2.0) * PIXEL_MM
-    z_levels = np.linspace(*SLICE_LEVELS_MM, n_slices) + rng.uniform(-3.0, 3.0)
-    z, y, x = np.meshgrid(z_levels, -axis, axis, indexing="ij")
+
+def _sample_tissues(rng: np.random.Generator, atrophy: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The subject's T1 brain, grey- and white-matter maps on the output grid ``(32, 256, 256)`` each."""
+    size, n_slices = SLICE_SIZE, SLICES_PER_SUBJECT
+    # Output grid in millimetres: rows run right -> left (x), columns posterior -> anterior (y), slices up (z).
+    # The brain lies well inside a central box of the slice (BRAIN_BOX): the template is sampled there only.
+    rows, columns = (np.arange(size)[(size - extent) // 2:(size + extent) // 2] for extent in BRAIN_BOX)
+    row_mm, column_mm = ((index - (size - 1) / 2.0) * PIXEL_MM for index in (rows, columns))
+    z_levels = FIRST_SLICE_MM + rng.normal(0.0, 1.5) + SLICE_SPACING_MM * np.arange(n_slices)
+    z, x, y = np.meshgrid(z_levels.astype(np.float32), row_mm.astype(np.float32), column_mm.astype(np.float32),
+                          indexing="ij")
     points = np.stack([x, y, z], axis=-1).reshape(-1, 3)
 
-    # Affine jitter: head tilt, brain size and position differ between subjects.
-    rotation = _rotation(rng.normal(0.0, [3.0, 3.0, 5.0]))
-    scale = rng.normal(1.0, 0.04) * rng.normal(1.0, 0.025, size=3)
-    shift = rng.normal(0.0, [2.0, 3.0, 2.0])
-    source = (points @ (rotation * (1.0 / scale)).T) + BRAIN_CENTRE_MM * [1, 1, 0] + shift
+    # What atlas registration leaves: head size and shape, a little tilt and shift.
+    rotation = _rotation(rng.normal(0.0, [2.5, 2.5, 2.5]))
+    scale = rng.normal(1.0, 0.045) * rng.normal(1.0, 0.025, size=3)
+    shift = rng.normal(0.0, [1.5, 2.5, 1.0])
+    source = points @ (rotation * (1.0 / scale)).T.astype(np.float32) + (HEAD_CENTRE_MM * [1, 1, 0] + shift).astype(np.float32)
 
-    # Atrophy-like change: sample nearer to (or further from) the ventricle
-    # centre, which widens (or narrows) the ventricles and the deep sulci.
-    atrophy = rng.uniform(-0.08, 0.22)
-    offset = source - VENTRICLE_CENTRE_MM
-    falloff = np.exp(-np.sum((offset / [22.0, 30.0, 18.0]) ** 2, axis=1, keepdims=True))
-    source = VENTRICLE_CENTRE_MM + offset * (1.0 - atrophy * falloff)
+    # Ventricles widen with atrophy: sample nearer their centre.
+    widening = -0.04 + 0.32 * atrophy + rng.normal(0.0, 0.03)
+    offset = source - VENTRICLE_CENTRE_MM.astype(np.float32)
+    falloff = np.exp(-np.sum((offset / np.float32([20.0, 30.0, 16.0])) ** 2, axis=1, keepdims=True))
+    source = VENTRICLE_CENTRE_MM.astype(np.float32) + offset * np.float32(1.0 - widening * falloff)
 
     # Smooth random deformation, 2-3 mm, varying over a few centimetres.
     coarse_shape = (n_slices, size // 8, size // 8)
     for dim in range(3):
-        field = _smooth_field(rng, coarse_shape, coarse=5, amplitude=2.5)
-        source[:, dim] += _upsample_slices(field, size).reshape(-1)
+        field = _upsample_slices(_smooth_field(rng, coarse_shape, coarse=5, amplitude=2.0), size)
+        source[:, dim] += field[:, rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1].reshape(-1)
 
-    voxels = (source - TEMPLATE_ORIGIN_MM).T
-    intensity = ndimage.map_coordinates(template, voxels, order=1, mode="constant", cval=0.0)
-    intensity = intensity.reshape(n_slices, size, size)
-    # Template brain voxels are all above ~0.28; interpolation across the edge falls to 0.
-    brain = intensity > 0.14
+    voxels = (source - TEMPLATE_ORIGIN_MM.astype(np.float32)).T
+    volumes = np.zeros((3, n_slices, size, size), np.float32)
+    for volume, sampled in zip(load_template(), volumes):
+        sampled[:, rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1] = ndimage.map_coordinates(
+            volume, voxels, order=1, mode="constant", cval=0.0).reshape(n_slices, len(rows), len(columns))
+    return volumes[0], volumes[1], volumes[2]
 
-    # Scanner and tissue variation: contrast, bias field, gain, noise.
-    intensity = np.clip(intensity, 0.0, 1.0) ** rng.uniform(0.9, 1.5)
-    bias = np.exp(_upsample_slices(_smooth_field(rng, coarse_shape, coarse=4, amplitude=0.08), size))
-    intensity = intensity * bias
-    intensity = intensity + brain * rng.normal(0.0, rng.uniform(0.008, 0.03), size=intensity.shape)
-    intensity = np.where(brain, intensity, 0.0)
-    reference = np.percentile(intensity[brain], 99.5) if brain.any() else 1.0
-    intensity = intensity / reference * rng.uniform(0.88, 1.0)
-    return np.clip(np.rint(intensity * 255.0), 0, 255).astype(np.uint8)
+
+def _tissue_labels(rng: np.random.Generator, t1, grey, white, atrophy: float) -> np.ndarray:
+    """Soft memberships ``(3, 32, 256, 256)`` of CSF, grey and white matter inside the brain (sum to 1 there).
+
+    One person's folding: a band-limited field moves the grey/white boundary (white matter into the
+    gyri), and thin sulci, the zero-crossings of another field, cut the grey matter; with atrophy they
+    widen.  The highest score wins, with a soft edge of about a pixel (partial volume).
+    """
+    shape = t1.shape
+    brain = np.clip((t1 - 0.10) / 0.10, 0.0, 1.0)  # the template's brain (ventricles included) fades out at its edge
+    csf = np.clip(brain - grey - white, 0.0, 1.0)
+    folding = _band_field(rng, shape, scale_px=rng.uniform(5.0, 7.0))
+    sulcus_field = _band_field(rng, shape, scale_px=rng.uniform(7.0, 9.0))
+    sulcus_width = 0.10 + 0.10 * atrophy
+    sulci = np.exp(-(sulcus_field / sulcus_width) ** 2) * np.clip(grey * 2.2 - 0.2, 0.0, 1.0)
+    scores = np.stack([csf + 0.9 * sulci + 0.04 * atrophy,
+                       grey - 0.16 * folding,
+                       white + 0.16 * folding + 0.07 - 0.05 * atrophy])
+    sharpened = np.exp((scores - scores.max(axis=0)) / 0.035)
+    return sharpened / sharpened.sum(axis=0) * brain
+
+
+def _head_layers(rng: np.random.Generator, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per slice, the head around the brain -> (intensity of the layers outside the brain, head mask).
+
+    Outward from the brain's smooth envelope: CSF, the skull's inner table, marrow, outer table,
+    scalp muscle and the bright fat, each a band of the distance from the brain whose width varies
+    smoothly around the head.
+    """
+    n_slices, size = brain.shape[0], brain.shape[1]
+    thickness = {  # mm: CSF, inner table, marrow, outer table, muscle, fat
+        "csf": rng.uniform(1.5, 2.5), "inner": rng.uniform(1.0, 1.8), "marrow": rng.uniform(1.0, 2.5),
+        "outer": rng.uniform(1.0, 1.8), "muscle": rng.uniform(1.0, 2.5), "fat": rng.uniform(2.5, 4.0)}
+    level = {"csf": rng.normal(30, 5), "inner": rng.normal(22, 5), "marrow": rng.normal(50, 12),
+             "outer": rng.normal(24, 5), "muscle": rng.normal(60, 10), "fat": rng.normal(192, 15)}
+    around = 1.0 + 0.3 * _upsample_slices(_smooth_field(rng, (n_slices, 32, 32), coarse=6, amplitude=1.0), size)
+    intensity = np.zeros(brain.shape, np.float32)
+    head = np.zeros(brain.shape, bool)
+    for index in range(n_slices):
+        envelope = ndimage.binary_fill_holes(ndimage.gaussian_filter(brain[index].astype(np.float32), 2.5) > 0.35)
+        distance = ndimage.distance_transform_edt(~envelope) * PIXEL_MM / np.maximum(around[index], 0.4)
+        edge = 0.0
+        for name, width in thickness.items():
+            band = (distance > edge) & (distance <= edge + width)
+            intensity[index][band] = level[name]
+            edge += width
+        head[index] = distance <= edge
+    return intensity, head
+
+
+def _field_of_view(rng: np.random.Generator, head: np.ndarray) -> np.ndarray:
+    """Where the registered scan has data around the head: its bounding box, widened, corners cut."""
+    size = head.shape[-1]
+    rows, columns = np.nonzero(head.any(axis=0))
+    margin = rng.uniform(3.0, 9.0)
+    top, bottom = rows.min() - margin, rows.max() + margin
+    left, right = columns.min() - margin, columns.max() + margin
+    row, column = np.mgrid[0:size, 0:size]
+    inside = (row >= top) & (row <= bottom) & (column >= left) & (column <= right)
+    half_height, half_width = (bottom - top) / 2, (right - left) / 2
+    corner = (np.abs(row - (top + bottom) / 2) / half_height + np.abs(column - (left + right) / 2) / half_width)
+    return inside & (corner <= rng.uniform(1.4, 1.6))
+
+
+def render_subject(seed: int, subject: int) -> np.ndarray:
+    """The 32 slices of one demo subject as uint8 ``(32, 256, 256)``."""
+    rng = np.random.default_rng([seed, subject, COHORT_VERSION])
+    traits = subject_traits(rng)
+    t1, grey, white = _sample_tissues(rng, traits["atrophy"])
+    memberships = _tissue_labels(rng, t1, grey, white, traits["atrophy"])
+    brain = memberships.sum(axis=0)
+
+    # T1 contrast at OASIS's levels; older white matter is a little darker.
+    levels = np.array([rng.normal(30, 5), rng.normal(68, 6), rng.normal(126, 9) - 6 * traits["atrophy"]])
+    texture = 1.0 + 0.02 * _band_field(rng, t1.shape, scale_px=2.0)
+    tissue = np.tensordot(levels, memberships, axes=1) * texture
+    layers, head = _head_layers(rng, brain > 0.5)
+    intensity = tissue + (1.0 - np.clip(brain, 0.0, 1.0)) * layers
+
+    # Imaging: a little blur, a smooth bias field, Rician noise, the field of view on a black background.
+    intensity = ndimage.gaussian_filter(intensity, (0.0, *(2 * [rng.uniform(0.5, 0.7)])))
+    intensity *= np.exp(_upsample_slices(_smooth_field(rng, (SLICES_PER_SUBJECT, 32, 32), coarse=4, amplitude=0.06),
+                                         SLICE_SIZE))
+    noise = rng.uniform(1.2, 2.2)
+    intensity = np.hypot(intensity + rng.normal(0.0, noise, intensity.shape),
+                         rng.normal(0.0, noise, intensity.shape))
+    view = _field_of_view(rng, head)
+    background = np.maximum(rng.normal(0.0, rng.uniform(3.0, 6.0), intensity.shape), 0.0)  # faint, half of it 0
+    intensity = np.where(head, intensity, background)
+    intensity = np.where(view[None], intensity, 0.0)
+    return np.clip(np.rint(intensity), 0, 255).astype(np.uint8)
 
 
 def subject_splits(n_subjects: int, seed: int) -> dict[int, str]:
