@@ -232,3 +232,73 @@ def test_band_lines_say_yes_inside_no_outside_and_name_what_was_not_measured():
     assert evaluate.band_lines({"realism": 0.9}, {"realism": (0.95, 1.05)}) == ["realism 0.95 to 1.05: NO"]
     assert evaluate.band_lines({"realism": float("nan")}, {"realism": (None, 2.0)}) == ["realism at most 2: NO"]
     assert evaluate.band_lines({}, {"recall": (0.95, None)}) == ["recall: not measured (no held-out test split)"]
+
+
+def test_recall_and_its_medians_with_three_held_out_slices_and_the_defaults(grey_ssim):
+    # Defaults: the test split held out, the best match only.  Training slices -0.6, 0.0, 0.6 (four
+    # samples, so the "N random training slices" are all three); held-out slices -0.5, 0.1, 0.45.
+    report, indices, _ = evaluate.compare_with_real(grey_images([-0.5, 0.3, 0.9, 0.95]),
+                                                    grey_images([-0.6, 0.0, 0.6]), grey_images([-0.5, 0.1, 0.45]))
+    assert indices.shape == (4, 1) and "realism" in report and report["test_held_out"] is True
+    # Held-out slices' best matches among the samples: 1.0 (-0.5), 0.9 (0.3), 0.925 (0.3): median 0.925;
+    # among the training slices: 0.95, 0.95, 0.925: median 0.95.  (The means would give other numbers.)
+    assert report["recall"] == pytest.approx(0.925 / 0.95)
+    assert report["recall_n_real"] == 3
+    assert 0.0 <= report["search_seconds"] < 60
+    assert report["search_pairs_per_s"] == pytest.approx(4 * 3 / max(report["search_seconds"], 1e-9))
+
+
+def test_the_course_bar_and_the_near_copy_share_by_hand(grey_ssim):
+    # Best matches 0.55, 0.58, 0.99 (samples 0.9, 0.84, 0.02 against 0.0): median 0.58 is under the
+    # course's 0.6 though the mean (0.707) is over it; one sample in three is a near-copy (> 0.95).
+    report = evaluate.compare_with_real(grey_images([0.9, 0.84, 0.02]), grey_images([0.0, -0.9]))[0]
+    assert report["course_bar_met"] is False
+    assert report["memorized_fraction"] == pytest.approx(1 / 3)
+    assert "realism" not in report and "test_nn_ssim_median" not in report  # no test split given
+    assert "level_distance" not in report  # no slice levels given
+    assert evaluate.compare_with_real(grey_images([0.0, 0.1]), grey_images([0.0, -0.9]))[0]["course_bar_met"] is True
+
+
+def test_the_level_noise_floor_draws_every_held_out_slice(grey_ssim):
+    # As above (two held-out slices matching levels 0 and 28, three samples): over ten seeds the resampled
+    # shares are sometimes two thirds and one third (1/6), sometimes all in one band (1/2): both slices drawn.
+    train, test = grey_images([-0.6, 0.6]), grey_images([-0.5, 0.5])
+    distances = [evaluate.compare_with_real(grey_images([0.0, 0.1, 0.2]), train, test, train_levels=[0, 28],
+                                            seed=seed)[0]["level_distance_real"] for seed in range(10)]
+    assert any(abs(value - 1 / 6) < 1e-9 for value in distances)
+
+
+def test_level_histogram_edges():
+    assert metrics.level_histogram([5]).tolist() == [0, 1, 0, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.level_histogram([])
+
+
+def test_the_ema_decay_without_a_ramp_keeps_the_half_life_from_the_first_step():
+    assert objectives.ema_beta(10, 100, 1.0) == pytest.approx(0.5 ** (10 / 1000))  # no ramp by default
+
+
+def test_history_checks_hold_on_every_row_not_just_one():
+    good_row = dict(g_loss=3.0, d_loss=1.5, d_acc_real=0.5, d_acc_fake=0.5)
+    log_2 = float(np.log(2.0))
+    bad_rows = {  # the row that breaks one rule, and the line (1-based after the count) that must say NO
+        "finite": (dict(good_row, d_loss=float("nan")), 1),
+        "accuracy on real above 1": (dict(good_row, d_acc_real=1.5), 2),
+        "accuracy on fakes above 1": (dict(good_row, d_acc_fake=1.5, g_loss=3.0), 2),
+        "G loss": (dict(good_row, g_loss=0.05, d_acc_fake=1.0), 3),
+        "D loss": (dict(good_row, d_loss=0.1), 4),
+    }
+    for name, (bad, line) in bad_rows.items():
+        rows = [good_row, bad, good_row]
+        lines = evaluate.history_checks(history(**{key: [row[key] for row in rows] for key in good_row}))
+        assert lines[line].endswith("NO"), name
+        if name != "finite":  # a NaN also fails the bounds it is compared with
+            assert all(text.endswith("yes") for number, text in enumerate(lines[1:], 1) if number != line), name
+    # Within the tolerance of a bound (rounding in a mean over steps) is still agreement; past it is not.
+    # Row 1 sits on G's bound (D sure of every fake), row 2 on D's (half of each wrong).
+    def on_the_bounds(below):
+        return history(g_loss=[log_2 - below, 3.0], d_loss=[3.0, log_2 - below], d_acc_real=[1.0, 0.5],
+                       d_acc_fake=[1.0, 0.5])
+
+    assert [text[-3:] for text in evaluate.history_checks(on_the_bounds(0.0005))[3:]] == ["yes", "yes"]
+    assert [text[-2:] for text in evaluate.history_checks(on_the_bounds(0.01))[3:]] == ["NO", "NO"]

@@ -117,6 +117,7 @@ def mutants_of(module: str, functions: list[str]):
                 getattr(node, field[0])[field[1]] = replacement
             else:
                 setattr(node, field, replacement)
+            ast.fix_missing_locations(mutated)
             yield Mutant(module, function, getattr(node, "lineno", found[0].lineno), change, mutated)
 
 
