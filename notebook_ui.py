@@ -26,9 +26,10 @@ REFERENCE_NOTEBOOK = Path("tests") / "reference" / "driver.ipynb"
 
 
 # What the 40-step reference run's SSIM report must show (evaluate.band_lines): it is far from real yet, so
-# realism and recall near 0 (about 0.03 and 0.01; a measure inverted reads 30 and 100), no near-copies, and
-# real unseen slices matching the training set as real slices do.  Wide, so honest variation passes.
-REFERENCE_BANDS = {"realism": (0.0, 0.5), "recall": (0.0, 0.5), "memorized_fraction": (None, 0.0),
+# realism and recall near 0 (about 0.01 and -0.001 on the demo cohort: SSIM can be below 0, and so can a
+# median of best matches), where a measure turned upside down reads 100 or -770; no near-copies; and real
+# unseen slices matching the training set as real slices do.  Wide, so honest variation passes.
+REFERENCE_BANDS = {"realism": (-0.5, 0.5), "recall": (-0.5, 0.5), "memorized_fraction": (None, 0.0),
                    "real_test_nn_ssim_median": (0.3, 0.95)}
 
 

@@ -2,6 +2,7 @@
 
     python tools/store_notebook_outputs.py            # two runs: about 12 minutes on 2 CPU cores
     python tools/store_notebook_outputs.py --quick    # one run (the check's) for both files: about 2 minutes
+    python tools/store_notebook_outputs.py --reference-only   # the check's run; driver.ipynb's outputs kept
 
 It writes two files:
 
@@ -80,8 +81,15 @@ def executed(reference: bool):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="store the reference run's outputs in driver.ipynb too")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="store only the check's reference; driver.ipynb keeps the outputs it has")
     args = parser.parse_args(argv)
     reference = executed(reference=True)
+    if args.reference_only:
+        REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(compared_outputs_only(reference), REFERENCE)
+        print(f"stored the reference run's compared outputs in {REFERENCE.relative_to(ROOT)}")
+        return
     readers = reference if args.quick else executed(reference=False)
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(compared_outputs_only(reference), REFERENCE)
