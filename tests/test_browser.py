@@ -6,6 +6,7 @@ saying why, except where OASIS_GAN_REQUIRE_BROWSER=1 (CI: .ci/run installs them)
 """
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_the_notebook_opens_clean_in_jupyterlab(tmp_path):
 
     shutil.copy(ROOT / "driver.ipynb", tmp_path / "driver.ipynb")  # the server never touches the repository's file
     with tool.jupyter_lab(tmp_path) as (base, token), tool.chromium() as driver:
-        tool.open_notebook(driver, base, token)
+        tool.open_notebook(driver, base, token, cells=len(json.loads((ROOT / "driver.ipynb").read_text())["cells"]))
         text = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
         images = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
     assert "Brain MRI GAN: the driver notebook" in text

@@ -49,13 +49,23 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def jupyter_lab(root: Path):
-    """A private JupyterLab server on 127.0.0.1 -> its base URL with the token."""
+    """A private JupyterLab server on 127.0.0.1 -> its base URL with the token.
+
+    Its own settings folder turns off JupyterLab's windowing (cells far below the view are otherwise
+    rendered only when scrolled to), so the page holds every cell, as a reader who scrolls sees them.
+    """
+    import tempfile
+
     port, token = free_port(), secrets.token_hex(16)
+    settings = Path(tempfile.mkdtemp(prefix="jupyterlab-settings-"))
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     server = subprocess.Popen(
         ["jupyter-lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--ServerApp.open_browser=False",
          *(["--allow-root"] if os.geteuid() == 0 else [])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings)))
     try:
         deadline = time.time() + 60
         while True:
@@ -70,6 +80,7 @@ def jupyter_lab(root: Path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(settings, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -88,8 +99,9 @@ def chromium(width: int = 1400, height: int = 1000):
         driver.quit()
 
 
-def open_notebook(driver, base: str, token: str, name: str = "driver.ipynb", timeout: float = 90):
-    """Open the notebook in JupyterLab and wait until its cells are shown."""
+def open_notebook(driver, base: str, token: str, name: str = "driver.ipynb", timeout: float = 90,
+                  cells: int | None = None):
+    """Open the notebook in JupyterLab and wait until its cells are shown (all ``cells`` of them, if given)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -97,6 +109,9 @@ def open_notebook(driver, base: str, token: str, name: str = "driver.ipynb", tim
     driver.get(f"{base}/lab/tree/{name}?token={token}")
     WebDriverWait(driver, timeout).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
+    if cells is not None:  # on a busy machine the page fills in over seconds: wait for every cell
+        WebDriverWait(driver, timeout).until(
+            lambda page: len(page.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")) >= cells)
     time.sleep(3)  # let the outputs render
 
 
