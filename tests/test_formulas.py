@@ -283,6 +283,7 @@ def test_history_checks_hold_on_every_row_not_just_one():
     log_2 = float(np.log(2.0))
     bad_rows = {  # the row that breaks one rule, and the line (1-based after the count) that must say NO
         "finite": (dict(good_row, d_loss=float("nan")), 1),
+        "finite G": (dict(good_row, g_loss=float("nan")), 1),
         "accuracy on real above 1": (dict(good_row, d_acc_real=1.5), 2),
         "accuracy on fakes above 1": (dict(good_row, d_acc_fake=1.5, g_loss=3.0), 2),
         "G loss": (dict(good_row, g_loss=0.05, d_acc_fake=1.0), 3),
@@ -292,7 +293,7 @@ def test_history_checks_hold_on_every_row_not_just_one():
         rows = [good_row, bad, good_row]
         lines = evaluate.history_checks(history(**{key: [row[key] for row in rows] for key in good_row}))
         assert lines[line].endswith("NO"), name
-        if name != "finite":  # a NaN also fails the bounds it is compared with
+        if not name.startswith("finite"):  # a NaN also fails the bounds it is compared with
             assert all(text.endswith("yes") for number, text in enumerate(lines[1:], 1) if number != line), name
     # Within the tolerance of a bound (rounding in a mean over steps) is still agreement; past it is not.
     # Row 1 sits on G's bound (D sure of every fake), row 2 on D's (half of each wrong).
