@@ -114,9 +114,11 @@ def look_measures(images, levels=None, png_sizes=None) -> dict:
 
 
 def histogram_distance(p, q) -> float:
-    """Total-variation distance between two intensity histograms: 0 the same, 1 no overlap."""
+    """Total-variation distance between two intensity histograms (counts or shares): 0 the same, 1 no overlap."""
+    import metrics  # here, not at the top: the look measures need no SSIM kernels
+
     p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
-    return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
+    return metrics.total_variation(p / p.sum(), q / q.sum())
 
 
 def compare(measured: dict, reference: dict = REAL_OASIS) -> dict:
