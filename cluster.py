@@ -170,24 +170,32 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def give_up(cluster: Cluster, what: str, detail: str = "") -> None:
+    """End this process (exit CLUSTER_FAILED) saying that the other processes did not answer in time."""
+    print(f"error: {what}: the other processes did not answer within {cluster.timeout_s:g} s "
+          f"(--cluster-timeout){detail}; check that all {cluster.num_processes} were started, with process ids "
+          f"0 to {cluster.num_processes - 1} once each, and that {cluster.coordinator or 'process 0'} "
+          "can be reached from this node", file=sys.stderr, flush=True)
+    os._exit(CLUSTER_FAILED)
+
+
 @contextlib.contextmanager
 def bounded_wait(cluster: Cluster, what: str):
     """Run the block (meeting the other processes) or, after ``cluster.timeout_s``, end the process with a message.
 
     Some framework calls wait for every process without a limit of their
-    own; a process that cannot meet the others must not hang forever.
+    own; a process that cannot meet the others must not hang forever.  The
+    watchdog is a Python thread, so it fires only while the block lets
+    Python run: a framework call that holds the interpreter lock while it
+    waits must be given a deadline of its own (steps_tf.start_cluster).
     """
     finished = threading.Event()
 
-    def give_up():
+    def watch():
         if not finished.wait(cluster.timeout_s):
-            print(f"error: {what}: the other processes did not answer within {cluster.timeout_s:g} s "
-                  f"(--cluster-timeout); check that all {cluster.num_processes} were started, with process ids "
-                  f"0 to {cluster.num_processes - 1} once each, and that {cluster.coordinator or 'process 0'} "
-                  "can be reached from this node", file=sys.stderr, flush=True)
-            os._exit(CLUSTER_FAILED)
+            give_up(cluster, what)
 
-    watchdog = threading.Thread(target=give_up, daemon=True)
+    watchdog = threading.Thread(target=watch, daemon=True)
     watchdog.start()
     try:
         yield

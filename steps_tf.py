@@ -181,12 +181,43 @@ def start_cluster(cluster: cluster_module.Cluster):
     resolver = (tf.distribute.cluster_resolver.SlurmClusterResolver() if cluster.source == "slurm"
                 else tf.distribute.cluster_resolver.TFConfigClusterResolver())
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=cluster.timeout_s)
-    with cluster_module.bounded_wait(cluster, f"{cluster.describe()}: joining the TensorFlow cluster"):
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
-        agree_max_on(strategy, [0.0])  # the first collective: every worker is up
+    what = f"{cluster.describe()}: joining the TensorFlow cluster"
+    _bound_registration(resolver, cluster.timeout_s)
+    with cluster_module.bounded_wait(cluster, what):
+        try:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                                 communication_options=options)
+            agree_max_on(strategy, [0.0])  # the first collective: every worker is up
+        except tf.errors.OpError as error:  # the registration deadline (DeadlineExceeded, Unavailable)
+            cluster_module.give_up(cluster, what, f" ({type(error).__name__})")
     _strategy = strategy
     cluster_module.record_joined(cluster)
     return strategy
+
+
+def _bound_registration(resolver, timeout_s: float) -> None:
+    """Give the coordination service's wait for the other workers the deadline ``timeout_s``.
+
+    MultiWorkerMirroredStrategy waits for every worker inside one native call
+    that holds Python's interpreter lock, so no Python watchdog can run, and
+    by default a worker whose peers never start waits for ever (seen: 13
+    minutes, deaf to SIGTERM).  Configured here first (the strategy keeps a
+    configuration it finds), registration is a barrier with this deadline,
+    after which the strategy raises DeadlineExceededError: on the leader as
+    on the others.
+    """
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    spec = resolver.cluster_spec()
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in ("chief", "worker") if job in spec.jobs]
+    eager = context.context()
+    eager.configure_coordination_service(
+        service_type="standalone", service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs, cluster_register_timeout_in_ms=int(timeout_s * 1000))
+    eager.coordination_service.cluster_register_with_barrier = True
 
 
 def agree_max_on(strategy, values) -> list[float]:

@@ -196,6 +196,23 @@ def test_a_coordinator_that_cannot_be_reached_fails_within_the_timeout(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_tensorflow_worker_whose_peer_never_starts_exits_4_within_the_timeout(tmp_path, demo_dir, index):
+    """TF_CONFIG names two workers and only one starts: TensorFlow's join used to wait for ever, deaf to SIGTERM."""
+    ports = cluster.free_ports(2)
+    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                            "task": {"type": "worker", "index": index}})
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *train_args(demo_dir, tmp_path / "run", 2), "--cluster-timeout", "5"],
+        cwd=tmp_path, env=dict(env, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
+        timeout=150)
+    assert result.returncode == cluster.CLUSTER_FAILED, result.stderr[-3000:]
+    assert time.monotonic() - started < 120
+    assert f"process {index} of 2" in result.stderr and "--cluster-timeout" in result.stderr, result.stderr[-3000:]
+
+
 # ------------------------------------------------------------- two processes on this machine
 
 
