@@ -83,7 +83,14 @@ def verify_checkpoint(checkpoint) -> None:
         files = json.loads(manifest_path.read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptCheckpoint(f"{manifest_path} is unreadable ({exc})") from exc
+    if not isinstance(files, dict):
+        raise CorruptCheckpoint(f"{manifest_path} is unreadable (its \"files\" is not a mapping)")
     for name, expected in files.items():
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            # only the checkpoint's own files are ever opened, whatever a damaged or altered manifest says
+            raise CorruptCheckpoint(f"{manifest_path} names {name!r}, which is not a file of the checkpoint")
+        if not isinstance(expected, dict) or not {"bytes", "sha256"} <= set(expected):
+            raise CorruptCheckpoint(f"{manifest_path} is unreadable (no size and checksum for {name})")
         path = checkpoint / name
         if not path.is_file():
             raise CorruptCheckpoint(f"{path} is missing")
@@ -108,6 +115,12 @@ def _seed_states(model) -> list:
 
 def _optimizer_arrays(optimizer) -> list[np.ndarray]:
     return [np.asarray(variable.numpy()) for variable in optimizer.variables]
+
+
+def step_of(folder) -> int | None:
+    """The step of a checkpoint folder from its name (ckpt-00001234 -> 1234), None for any other name."""
+    match = _NAME.match(Path(folder).name)
+    return int(match.group(1)) if match else None
 
 
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:

@@ -25,7 +25,7 @@ HISTORY_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 COURSE_SSIM_BAR = 0.6  # the course's bar for this task: "SSIM > 0.6"
 
 
-def _is_complete(row: dict) -> bool:
+def is_complete_row(row: dict) -> bool:
     """Every required column present and numeric (a kill mid-write leaves a partial line)."""
     try:
         for column in REQUIRED_COLUMNS:
@@ -47,7 +47,7 @@ def read_history_rows(path) -> list[dict]:
     if not Path(path).is_file():
         return []
     with open(path, newline="") as handle:
-        return [row for row in csv.DictReader(handle) if _is_complete(row)]
+        return [row for row in csv.DictReader(handle) if is_complete_row(row)]
 
 
 def read_history(path) -> dict[str, list[float]]:

@@ -37,7 +37,7 @@ import numpy as np
 import checkpoints
 import data_utils
 import plots
-from config import REGULARISED, TrainConfig
+from config import REGULARISED, ConfigError, TrainConfig
 
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
@@ -49,10 +49,20 @@ FINAL_SAMPLES = "samples.png"
 LOSS_PLOT = "losses.png"
 PROGRESS_GIF = "progress.gif"
 LOCK_FILE = "lock"
+SET_ASIDE_DIR = "set-aside"  # checkpoints a resume from an older one branched away from
+FRESH_LOCK_S = 2.0  # an empty lock younger than this is being written by its maker, not left behind
 
 
 class WriteError(RuntimeError):
     """A file of the run folder could not be written; the message names it and says why."""
+
+
+class ConfigFileError(ValueError):
+    """A run's config.json that cannot be read as its settings; the message names the file."""
+
+
+class HistoryError(ValueError):
+    """A history.csv that cannot be read at all; the message names it.  Nothing was changed."""
 
 
 class RunLocked(RuntimeError):
@@ -67,18 +77,30 @@ def free_bytes(path) -> int:
     return shutil.disk_usage(path).free
 
 
+def _write_failure(path: Path, exc: OSError) -> str:
+    """What went wrong writing a file of the run folder ``path``, and what to do, for a person to act on."""
+    target = exc.filename or path
+    if exc.errno == errno.ENOSPC:
+        return (f"could not write {target} (the disk is full; {free_bytes(path) / 2**20:.1f} MiB free). Free some "
+                "space or choose another run folder; what was saved before is untouched.")
+    if not path.is_dir():
+        return (f"could not write {target}: the run folder {path} no longer exists (moved or deleted while "
+                "training?). What was saved is wherever the folder went: resume it there with --resume.")
+    if exc.errno == errno.EISDIR or Path(target).is_dir():
+        return f"could not write {target}: it is a folder, not a file; move it out of the way and resume."
+    return (f"could not write {target} ({exc.strerror or exc}); what was saved before is untouched. Fix the "
+            "cause (permissions, a read-only disk) and resume.")
+
+
 def _reports_write_errors(method):
-    """Turn an OSError while writing into a WriteError that names the run folder and the free space."""
+    """Turn an OSError while writing into a WriteError that names the file and says why."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except OSError as exc:
-            cause = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-            raise WriteError(f"could not write {exc.filename or self.path} ({cause}; "
-                             f"{free_bytes(self.path) / 2**20:.1f} MiB free). Free some space or choose another "
-                             "run folder; what was saved before is untouched.") from exc
+            raise WriteError(_write_failure(self.path, exc)) from exc
 
     return wrapper
 
@@ -122,14 +144,11 @@ def check_script_outputs(parser, files: dict) -> None:
         parser.error(str(error))
 
 
-def _process_alive(pid: int) -> bool:
+def _age_s(path: Path) -> float:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def next_run_dir(arch: str, image_size: int, root: Path = Path("runs"), prefix: str = "") -> Path:
@@ -160,9 +179,15 @@ class RunFolder:
     # --- one writer
 
     def acquire_lock(self) -> None:
-        """Make this process the folder's one writer (again, if it is already); see the module docstring."""
+        """Make this process the folder's one writer (again, if it is already); see the module docstring.
+
+        A lock that cannot be read (a process killed, or a disk that filled,
+        while writing it) is treated as gone.  A lock that names another
+        folder came with a copy of a run (``cp -a`` while it trained): that
+        process writes the original, not this copy, so the copy is taken over.
+        """
         path = self.path / LOCK_FILE
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "folder": str(self.path.resolve())}
         self.path.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -171,30 +196,57 @@ class RunFolder:
                 holder = self._lock_holder(path)
                 if holder is None:
                     continue  # the holder released it between our two looks
-                if {key: holder.get(key) for key in me} == me:
-                    return
-                if holder.get("host") == me["host"] and not _process_alive(int(holder.get("pid", -1))):
-                    print(f"warning: {path} was left by process {holder.get('pid')}, which is no longer running; "
-                          "taking the run folder over", file=sys.stderr)
+                if not holder and _age_s(path) < FRESH_LOCK_S:
+                    time.sleep(0.05)  # another process has just made it and is writing it
+                    continue
+                if not self._holder_counts(path, holder, me):
                     path.unlink(missing_ok=True)
                     continue
+                if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+                    return
+                moved = (f" (it was {holder['folder']} when that process started: a folder moved while it "
+                         "trained; the process stops at its next write)") if holder.get("folder") else ""
                 raise RunLocked(
                     f"{self.path} is being trained by process {holder.get('pid')} on {holder.get('host')} "
-                    f"(since {holder.get('since', '?')}); wait for it to finish or stop it. If that process is "
-                    f"gone (it ran on another machine), delete {path}"
+                    f"(since {holder.get('since', '?')}){moved}; wait for it to finish or stop it. If that "
+                    f"process is gone (it ran on another machine), delete {path}"
                 ) from None
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump({**me, "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+            try:
+                with os.fdopen(descriptor, "w") as handle:
+                    json.dump({**me, "since": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+            except OSError as exc:  # a full disk: no half-written lock is left to refuse later runs
+                path.unlink(missing_ok=True)
+                raise WriteError(_write_failure(self.path, exc)) from exc
             return
+
+    def _holder_counts(self, path: Path, holder: dict, me: dict) -> bool:
+        """Whether the lock's ``holder`` is a live writer of this folder (else it is taken over, with a warning)."""
+        if not isinstance(holder.get("pid"), int) or not holder.get("host"):
+            print(f"warning: {path} cannot be read (left by a process killed while writing it, or by a full "
+                  "disk); treating it as gone and taking the run folder over", file=sys.stderr)
+            return False
+        origin = holder.get("folder")
+        if origin and origin != me["folder"] and Path(origin).is_dir() and \
+                self._lock_holder(Path(origin) / LOCK_FILE) == holder:
+            print(f"warning: {path} was copied with the folder from {origin}, which process {holder['pid']} "
+                  "trains; this copy is not written by it: taking the copy over", file=sys.stderr)
+            return False
+        if holder["host"] == me["host"] and holder["pid"] != me["pid"] and not data_utils.process_alive(holder["pid"]):
+            print(f"warning: {path} was left by process {holder['pid']}, which is no longer running; "
+                  "taking the run folder over", file=sys.stderr)
+            return False
+        return True
 
     @staticmethod
     def _lock_holder(path: Path) -> dict | None:
+        """The lock's contents; None when there is no lock, {} when it cannot be read."""
         try:
-            return json.loads(path.read_text() or "{}")
+            holder = json.loads(path.read_text() or "{}")
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            return {}  # unreadable: a writer killed while writing it, treated as gone
+            return {}
+        return holder if isinstance(holder, dict) else {}
 
     def release_lock(self) -> None:
         """Give up the lock if this process holds it."""
@@ -238,19 +290,51 @@ class RunFolder:
         return path
 
     def read_config(self) -> TrainConfig:
-        """The run's config, every architecture default filled in (older folders may have left some unset)."""
+        """The run's config, every architecture default filled in (older folders may have left some unset).
+
+        Without config.json (deleted by mistake) the copy in the newest
+        checkpoint is used, with a warning; config.json is written again when
+        the run resumes.  A config.json that cannot be a run's settings raises
+        ConfigFileError naming it.
+        """
         path = self.path / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {self.path} is not a run folder made by train.py")
-        try:
-            values = json.loads(path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc})") from exc
+        if path.is_file():
+            try:
+                values = json.loads(path.read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise ConfigFileError(f"{path} is not valid JSON ({exc})") from exc
+        else:
+            values, source = self._config_in_checkpoints()
+            if values is None:
+                raise FileNotFoundError(f"{path} not found: {self.path} is not a run folder made by train.py"
+                                        + (" (and its checkpoints hold no copy of the config)" if source else ""))
+            print(f"warning: {path} is missing; using the copy of the run's config in {source} "
+                  "(config.json is written again when the run resumes)", file=sys.stderr)
+        if not isinstance(values, dict):
+            raise ConfigFileError(f"{path}: expected a JSON object of settings ({{\"arch\": ...}}), "
+                                  f"got {type(values).__name__}")
         if values.get("arch") not in REGULARISED and values.get("r1_gamma") is None and values.get("ema_kimg") is None:
             # Written before R1, the EMA and augmentation applied to every architecture (config.json has
             # held resolved values since): these DCGANs trained without them, whatever "augment" says.
             values.update(r1_gamma=0.0, ema_kimg=0.0, augment="off")
-        return TrainConfig.from_dict(values).resolved()
+        try:
+            return TrainConfig.from_dict(values).validate().resolved()
+        except ConfigError as exc:
+            raise ConfigFileError(f"{path}: {exc.field}: {exc.reason}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigFileError(f"{path}: not a run's settings ({exc})") from None
+
+    def _config_in_checkpoints(self) -> tuple[dict | None, Path | None]:
+        """(the config saved in the newest checkpoint that holds one, that checkpoint), else (None, newest or None)."""
+        found = [folder for _, folder in reversed(self.checkpoints())]
+        for folder in found:
+            try:
+                saved = checkpoints.read_state(folder).get("config")
+            except checkpoints.CorruptCheckpoint:
+                continue
+            if isinstance(saved, dict):
+                return saved, folder
+        return None, (found[0] if found else None)
 
     # --- history
 
@@ -265,24 +349,87 @@ class RunFolder:
     def truncate_history(self, step: int) -> None:
         """Drop history rows logged after ``step`` (the checkpoint a run resumes from).
 
-        A kill while a row was being written can leave a partial last line;
-        only complete rows (every column present) are kept.
+        What can be read is kept and nothing is dropped silently: a partial
+        last line (a kill while it was written), a missing header line or
+        unreadable lines are named in a warning, and the file as it was is
+        kept beside it as ``history.csv.damaged``.  A history that is not text
+        at all, or not a file, raises HistoryError and is left untouched.
         """
-        rows = plots.read_history_rows(self.history_path)
+        rows, problems = self._readable_history()
         kept = [row for row in rows if int(row["step"]) <= step]
-        lines = self.history_path.read_text().count("\n") if self.history_path.is_file() else 0
-        if len(kept) == len(rows) == lines - 1 and self.history_path.read_text().endswith("\n"):
+        if not problems and len(kept) == len(rows):
             return  # nothing to drop: no rewrite, so a full disk does not stop a resume here
+        if problems:
+            damaged = self.history_path.with_name(HISTORY_FILE + ".damaged")
+            shutil.copyfile(self.history_path, damaged)
+            print(f"warning: {self.history_path}: " + "; ".join(problems) + f". {len(kept)} rows up to step {step} "
+                  f"are kept; the file as it was is in {damaged}", file=sys.stderr)
+        self._write_history(kept)
+
+    def _write_history(self, rows: list[dict]) -> None:
         temporary = self.history_path.with_name(HISTORY_FILE + ".tmp")
         try:
             with open(temporary, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, plots.HISTORY_COLUMNS)
                 writer.writeheader()
-                writer.writerows(kept)
+                writer.writerows(rows)
             os.replace(temporary, self.history_path)
         except OSError:
             temporary.unlink(missing_ok=True)
             raise
+
+    def _readable_history(self) -> tuple[list[dict], list[str]]:
+        """(the complete rows of history.csv, what was wrong with the rest)."""
+        path = self.history_path
+        if not path.exists():
+            return [], ([] if not self.checkpoints() else ["the file is missing (a new one is started)"])
+        if not path.is_file():
+            raise HistoryError(f"{path} is not a file (a folder?); move it out of the way and resume again "
+                               "(a new history is then started)")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise HistoryError(f"{path} is not a text file (byte {exc.start} cannot be read); it was left "
+                               "untouched: restore it, or move it away and resume again (a new history is "
+                               "then started)") from None
+        lines = text.splitlines(keepends=True)
+        problems = []
+        columns = list(plots.HISTORY_COLUMNS)
+        if lines and lines[0].split(",")[0].strip() == "step":
+            columns = next(csv.reader([lines[0]]))
+            lines = lines[1:]
+            first = 2
+        else:
+            first = 1
+            if lines:
+                problems.append("its header line is missing (rows are read in today's column order)")
+        rows, unreadable = [], []
+        for number, line in enumerate(lines, start=first):
+            values = next(csv.reader([line]), [])
+            row = dict(zip(columns, values))
+            if not line.endswith("\n") or len(values) != len(columns) or not plots.is_complete_row(row):
+                if line.strip():
+                    unreadable.append(number)
+                continue
+            rows.append(row)
+        if unreadable:
+            cut = unreadable == [first + len(lines) - 1] and not lines[-1].endswith("\n")
+            listed = ", ".join(map(str, unreadable[:10]))
+            problems.append(f"line {unreadable[0]} was cut while it was written (a kill) and is dropped" if cut else
+                            f"{len(unreadable)} unreadable lines dropped (lines {listed})")
+        return rows, problems
+
+    def check_history(self) -> None:
+        """Raise HistoryError (changing nothing) when history.csv cannot be read at all: before a resume's work."""
+        self._readable_history()
+
+    def warn_of_history_gap(self, step: int, log_every: int) -> None:
+        """Say so when history.csv stops well short of ``step`` (the resumed checkpoint's): cut or emptied."""
+        rows, _ = self._readable_history()
+        last = max((int(row["step"]) for row in rows), default=0)
+        if step - last >= log_every:  # rows come every log_every steps, and at every stop
+            print(f"warning: {self.history_path} has no rows for steps {last + 1} to {step} (it was cut or "
+                  "emptied): the run continues, and its curves have a gap there", file=sys.stderr)
 
     def read_history(self) -> dict[str, list[float]]:
         return plots.read_history(self.history_path)
@@ -345,6 +492,31 @@ class RunFolder:
             raise FileNotFoundError(f"{name} is not a complete checkpoint of {self.path} (it has: {have})")
         return [folder]
 
+    def set_aside_checkpoints_after(self, step: int) -> Path | None:
+        """Move the checkpoints past ``step`` (and their history rows) out of the run; returns where they went.
+
+        A run resumed from an older checkpoint (``--checkpoint``, or past a
+        corrupt newer one) takes a new branch: the newer checkpoints are no
+        longer its future, and left in place they would outrank the branch's
+        own (pruning keeps the highest steps, a plain resume takes the
+        newest).  They are moved, not deleted, to RUN/set-aside/, and the
+        warning says where.
+        """
+        later = sorted(path for path in (self.path / checkpoints.CHECKPOINT_DIR).glob("ckpt-*")
+                       if path.is_dir() and checkpoints.step_of(path) is not None and checkpoints.step_of(path) > step)
+        if not later:
+            return None
+        folder = self.path / SET_ASIDE_DIR / f"after-step-{step:08d}-{time.strftime('%Y%m%d-%H%M%S')}"
+        folder.mkdir(parents=True)
+        for path in later:
+            os.replace(path, folder / path.name)
+        if self.history_path.is_file():
+            shutil.copyfile(self.history_path, folder / HISTORY_FILE)
+        print(f"warning: resuming from step {step}, before the run's newest checkpoint: the run continues from "
+              f"there, and what came after ({', '.join(path.name for path in later)} and history.csv as it was) "
+              f"was moved to {folder}; delete that folder once you no longer need it", file=sys.stderr)
+        return folder
+
     def restore(self, restore, name=None):
         """``restore(folder)`` on checkpoint ``name``, or on the newest good one -> (folder, what it returned).
 
@@ -396,6 +568,12 @@ class FollowerRunFolder(RunFolder):
         pass
 
     def truncate_history(self, step: int) -> None:
+        pass
+
+    def set_aside_checkpoints_after(self, step: int) -> Path | None:
+        return None
+
+    def warn_of_history_gap(self, step: int, log_every: int) -> None:
         pass
 
     def save_sample_grid(self, step: int, images: np.ndarray) -> Path:

@@ -88,6 +88,18 @@ def ssim_reference_subset(images: np.ndarray, count: int, seed: int) -> np.ndarr
     return float_images(data_utils.random_subset(images, count, np.random.default_rng([seed, 7])))
 
 
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``config`` with its data folder and demo root made absolute (against the current folder).
+
+    config.json keeps them so: a resume, generate.py or evaluate.py started
+    from another folder finds the same data (a relative path stored as typed
+    would point elsewhere, or build a second demo cohort there).
+    """
+    absolute = {name: str(Path(value).expanduser().absolute()) for name in ("data_dir", "demo_root")
+                if (value := getattr(config, name))}
+    return dataclasses.replace(config, **absolute)
+
+
 def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
     """The run's saved config with ``changes`` applied on top.
 
@@ -105,7 +117,7 @@ def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
                 f"{run.path} was trained with {name}={getattr(saved, name)!r} but {changes[name]!r} was asked "
                 "for; resume it with its own settings or start a new run folder",
             )
-    merged = TrainConfig.from_dict({**saved.to_dict(), **changes}).validate().resolved()
+    merged = with_absolute_paths(TrainConfig.from_dict({**saved.to_dict(), **changes}).validate().resolved())
     for name, on, kept in (("ema_kimg", lambda config: config.ema_kimg > 0, "a generator average (EMA)"),
                            ("augment", lambda config: config.augment == "ada", "augmentation state")):
         if on(saved) != on(merged):
@@ -120,6 +132,16 @@ def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
             "mixed_float16 (its optimizer state holds the loss scale); resume it with its own precision",
         )
     return merged
+
+
+def _check_own_checkpoint(run: RunFolder, folder: Path) -> None:
+    """Refuse (ValueError) a checkpoint that is not in ``run``'s checkpoints folder: another run's weights."""
+    own = (run.path / checkpoints.CHECKPOINT_DIR).resolve()
+    if folder.resolve().parent != own:
+        raise ValueError(
+            f"checkpoint {folder} is not one of {run.path}'s own (those are in {own}); resuming from it would "
+            f"graft another run's weights onto this run's history. To do that on purpose, copy it into {own} "
+            "first; to continue the other run, resume that run")
 
 
 def folder_for(run_dir) -> RunFolder:
@@ -193,7 +215,7 @@ class Trainer:
     @classmethod
     def new(cls, config: TrainConfig, run_dir, images: np.ndarray | None = None, progress: bool = True) -> "Trainer":
         """Start a new run in ``run_dir`` (which must not hold one) from ``config``."""
-        config = config.validate().resolved()
+        config = with_absolute_paths(config.validate().resolved())
         config = dataclasses.replace(config, precision=engines.resolve_precision(config.precision))
         run = folder_for(run_dir)
         run.check_fresh()  # before the data load and model build, so nothing is wasted or changed
@@ -227,11 +249,15 @@ class Trainer:
         """
         run = folder_for(run_dir)
         config = resume_config(run, changes)
+        run.check_history()
+        if checkpoint:
+            _check_own_checkpoint(run, run.checkpoint_candidates(checkpoint)[0])
         run.acquire_lock()
         try:
             trainer = cls(config, run, images, progress)
             if run.checkpoints() or checkpoint:
                 _, state = run.restore(trainer._restore, checkpoint)
+                run.set_aside_checkpoints_after(int(state["step"]))
                 trainer._continue_from(state)
             else:
                 print(f"{run.path} holds no checkpoint yet (it stopped before its first one): starting again "
@@ -261,6 +287,7 @@ class Trainer:
         self.step = self.last_checkpoint_step = int(state["step"])
         self._elapsed_before = self._elapsed_recorded = float(state.get("elapsed_s", 0.0))
         self.run.truncate_history(self.step)
+        self.run.warn_of_history_gap(self.step, self.config.log_every)
 
     def checkpoint_bytes(self) -> int:
         """About how large one checkpoint of this run is: every saved network and both optimizers, float32."""
@@ -543,7 +570,8 @@ class Trainer:
         if not weights_finite or not all(math.isfinite(value) for value in pending):
             raise self._diverged({"weights_finite": weights_finite})
         arch = self.architecture
-        meta = {**self._model_meta(), "backend": keras.backend.backend(), "elapsed_s": self.elapsed, **arch.state()}
+        meta = {**self._model_meta(), "backend": keras.backend.backend(), "elapsed_s": self.elapsed, **arch.state(),
+                "config": self.config.to_dict()}  # so a run whose config.json is lost can still resume
         with contextlib.ExitStack() as scratch:
             if self.cluster.is_chief:
                 folder, keep = self.run_dir, self.config.keep_checkpoints
