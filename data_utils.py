@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,9 @@ CONVERT_CHUNK = 256  # images converted uint8 -> float32 at a time
 
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file or folder."""
+
+
+CACHE_CHECK_ROWS = 6  # rows of a cache compared with their PNGs each time it is opened
 
 
 def natural_key(name: str) -> list:
@@ -120,6 +124,20 @@ def slice_level(path) -> int:
     if match is None:
         raise DataError(f"{path}: no slice number in the file name (expected ..._slice_<N>...)")
     return int(match.group(1))
+
+
+def slice_levels(files: list[Path]) -> list[int] | None:
+    """Each file's slice number; None (with a warning naming a file) when some name has none.
+
+    Training needs no slice numbers, but the level measures of evaluate.py
+    do: without them those measures are left out of its report.
+    """
+    unnumbered = [path for path in files if _SLICE_NUMBER.search(Path(path).name) is None]
+    if unnumbered:
+        print(f"warning: {len(unnumbered)} of {len(files)} file names have no slice number (..._slice_<N>..., "
+              f"e.g. {unnumbered[0]}): the slice-level measures of evaluate.py will be left out", file=sys.stderr)
+        return None
+    return [slice_level(path) for path in files]
 
 
 def _to_uint8_gray(image: Image.Image) -> np.ndarray:
@@ -213,15 +231,52 @@ def _read_all(files: list[Path], image_size: int, workers: int | None, progress:
     return pixels
 
 
-def _open_cache(path: Path, shape: tuple) -> np.ndarray | None:
-    """The cached pixels memory-mapped read-only; None when missing, unreadable or of another shape."""
+def _open_cache(path: Path, files: list[Path], image_size: int) -> np.ndarray | None:
+    """The cached pixels memory-mapped read-only; None when missing (or damaged: then removed, saying so).
+
+    A cache is damaged when it cannot be read as an array of the right shape
+    (a zero-byte or cut file), or when sample rows differ from their PNGs
+    (the first, the last and a few between, decoded again: a cheap check of
+    its contents).
+    """
     if not path.is_file():
         return None
+    shape = (len(files), image_size, image_size)
     try:
         cached = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
-        return None  # unreadable cache: decode again and overwrite it
-    return cached if cached.shape == shape and cached.dtype == np.uint8 else None
+        problem = None if cached.shape == shape and cached.dtype == np.uint8 else \
+            f"it holds {cached.dtype} {cached.shape}, not uint8 {shape}"
+    except (OSError, ValueError, EOFError) as exc:
+        problem = f"it cannot be read ({type(exc).__name__}: {exc})"
+    if problem is None:
+        rows = sorted({0, len(files) - 1, *np.linspace(0, len(files) - 1, CACHE_CHECK_ROWS).astype(int).tolist()})
+        different = [row for row in rows if not np.array_equal(cached[row], read_slice(files[row], image_size))]
+        if different:
+            problem = f"its image {different[0]} differs from {files[different[0]]} (damaged)"
+    if problem is None:
+        return cached
+    print(f"warning: the data cache {path} is damaged ({problem}): decoding the PNGs again", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete cache files left half-written by decoders that were killed (their process is gone)."""
+    for leftover in folder.glob("slices-*.tmp"):
+        owner = leftover.name.rsplit(".", 2)[-2] if leftover.name.count(".") >= 2 else ""
+        if owner.startswith("pid") and owner[3:].isdigit() and not process_alive(int(owner[3:])):
+            leftover.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _new_cache_file(path: Path, shape: tuple) -> tuple[np.ndarray, Path] | None:
@@ -230,12 +285,14 @@ def _new_cache_file(path: Path, shape: tuple) -> tuple[np.ndarray, Path] | None:
     The blocks are reserved up front (posix_fallocate), so a disk too small
     for the cache fails here with ENOSPC rather than with SIGBUS halfway
     through the decoding.  A cache folder that cannot be written means no
-    cache.
+    cache.  The file's name carries this process's id, so a later load can
+    tell one left by a killed decoder and remove it.
     """
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        _remove_stale_temporaries(path.parent)
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=path.stem + "-", suffix=f".pid{os.getpid()}.tmp")
         os.close(handle)
         temporary = Path(name)
         pixels = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
@@ -297,7 +354,7 @@ def load_pixels(
 
     shape = (len(files), image_size, image_size)
     cache_path = Path(cache_dir or default_cache_dir()) / f"slices-{_cache_key(files, image_size)}.npy"
-    cached = _open_cache(cache_path, shape)
+    cached = _open_cache(cache_path, files, image_size)
     if cached is not None:
         return cached
     target = _new_cache_file(cache_path, shape)

@@ -37,10 +37,14 @@ appearance.look_measures says how close it comes to real OASIS (docs/data.md).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import json
+import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
@@ -51,6 +55,7 @@ from PIL import Image
 from scipy import ndimage
 
 SLICES_PER_SUBJECT = 32
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 SLICE_SIZE = 256
 COHORT_VERSION = 2  # 1: the skull-stripped template resampled, cerebellum to vertex
 TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
@@ -307,29 +312,59 @@ def build_demo_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects:
 
 def _write_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects: int, seed: int, workers: int | None,
                   progress: bool) -> Path:
-    """Render every subject into a new staging folder beside ``data_dir``; returns that folder."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.partial-", dir=data_dir.parent))
-    splits = subject_splits(n_subjects, seed)
-    for folder in split_folders.values():
-        (staging / folder).mkdir(parents=True)
-    jobs = [(seed, case, str(staging / split_folders[splits[case]])) for case in sorted(splits)]
-    workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
-    if workers == 1:
-        results = map(_write_subject, jobs)
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_write_subject, jobs)
-    if progress:
-        from tqdm.auto import tqdm
+    """Render every subject into a new staging folder beside ``data_dir``; returns that folder.
 
-        results = tqdm(results, total=len(jobs), desc="building demo cohort", unit="subject")
+    Interrupted (Ctrl-C, an error), it removes the staging folder and its
+    worker processes before it raises.  The workers are started fresh
+    (``spawn``: they inherit no open files, so not the builders' lock) and
+    die with this process even when it is killed (Linux), so a killed build
+    leaves no process behind; its staging folder is removed by the next
+    build (``_remove_leftovers``).
+    """
+    staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.partial-", dir=data_dir.parent))
+    pool = None
     try:
+        splits = subject_splits(n_subjects, seed)
+        for folder in split_folders.values():
+            (staging / folder).mkdir(parents=True)
+        jobs = [(seed, case, str(staging / split_folders[splits[case]])) for case in sorted(splits)]
+        workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
+        if workers == 1:
+            results = map(_write_subject, jobs)
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_dies_with_parent)
+            results = pool.map(_write_subject, jobs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(jobs), desc="building demo cohort", unit="subject")
         for _ in results:
             pass
+    except BaseException:
+        if pool is not None:
+            for process in list(getattr(pool, "_processes", {}).values()):  # not left rendering for nobody
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = None
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
-        if workers != 1:
+        if pool is not None:
             pool.shutdown()
     return staging
+
+
+def _worker_dies_with_parent() -> None:
+    """In each worker: end when the builder ends, however it ends; leave Ctrl-C to the builder."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the worker ends once its current subject is written
+        pass
+    if os.getppid() == 1:  # the builder died before the line above took effect
+        os._exit(1)
 
 
 @contextlib.contextmanager
@@ -338,6 +373,9 @@ def _one_builder(data_dir: Path):
 
     An advisory lock on a file beside the cohort (POSIX; where there is none,
     builders run at once and ``_install`` still keeps a finished cohort safe).
+    The kernel releases it when its holder dies, however it dies; a waiting
+    builder says whom it waits for.  Whoever holds it removes what killed
+    builders left (``_remove_leftovers``).
     """
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -345,12 +383,31 @@ def _one_builder(data_dir: Path):
     except ImportError:  # Windows
         yield
         return
-    with open(data_dir.parent / f".{data_dir.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(data_dir.parent / f".{data_dir.name}.lock", "a+") as handle:
         try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            print(f"waiting for {holder}, which is building the demo cohort in {data_dir}", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")
+            handle.flush()
+            _remove_leftovers(data_dir)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(data_dir: Path) -> None:
+    """Staging and set-aside folders of builders that were killed: only the lock's holder builds, so none is live."""
+    for leftover in [*data_dir.parent.glob(f".{data_dir.name}.partial-*"),
+                     *data_dir.parent.glob(f".{data_dir.name}.old-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _holds(data_dir: Path, manifest: dict) -> bool:
