@@ -56,6 +56,8 @@ REGULARISED = ("dcgan-plus", "stylegan")
 # where the CPU computes it natively (8.8-9.8 minutes; docs/results.md).
 DEMO_LENGTH = {"steps": 1000, "bfloat16_steps": 1250, "batch_size": 16}
 DATA_EPOCHS = 50
+MAX_SEED = 2**32 - 1  # what every random generator here takes
+MAX_LATENT_DIM = 8192  # 16x the largest architecture default; larger only fills memory
 
 
 def backend_problem() -> str | None:
@@ -67,6 +69,28 @@ def backend_problem() -> str | None:
         return (f"KERAS_BACKEND={backend!r} is not supported: this project runs on "
                 f"{' or '.join(BACKENDS)} (unset means tensorflow)")
     return None
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine can give a new allocation now (MemAvailable on Linux, else all of it)."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(flag: str, needed_bytes: float, what: str) -> None:
+    """Raise ValueError naming ``flag`` when ``what`` needs more memory than is available, before any of it is made."""
+    available = available_memory()
+    if needed_bytes > 0.8 * available:
+        raise ValueError(f"{flag}: {what} needs about {needed_bytes / 2**30:,.1f} GiB of memory, and this machine has "
+                         f"{available / 2**30:,.1f} GiB available; ask for less")
 
 
 def r1_gamma_rule(image_size: int, batch_size: int) -> float:
@@ -262,7 +286,9 @@ class TrainConfig:
         for name in ("latent_dim", "epochs", "steps", "limit"):
             _check(self, name, _is_int, "a positive integer", lambda value: value >= 1, optional=True)
         _check(self, "ssim_every", _is_int, "a non-negative integer (0: off)", lambda value: value >= 0)
-        _check(self, "seed", _is_int, "a non-negative integer", lambda value: value >= 0)
+        _check(self, "seed", _is_int, f"an integer from 0 to {MAX_SEED}", lambda value: 0 <= value <= MAX_SEED)
+        _check(self, "latent_dim", _is_int, f"an integer from 1 to {MAX_LATENT_DIM}",
+               lambda value: 1 <= value <= MAX_LATENT_DIM, optional=True)
         if self.epochs is None and self.steps is None:
             raise ConfigError("epochs", "give the training length as epochs or steps")
         if self.demo_subjects < 3:

@@ -95,6 +95,25 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--inception-weights: {args.inception_weights} is not a file (or give 'imagenet' / 'random')")
 
 
+SEARCH_COPIES = 8  # float32 images held per sample while its best matches are searched (the images, SSIM's maps)
+
+
+def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` before any work when the run cannot be read or --n cannot fit in memory."""
+    from config import check_fits_in_memory
+    from run_folder import RunFolder
+
+    try:
+        config = RunFolder(args.run).read_config()
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(f"--run: {error}")
+    try:
+        check_fits_in_memory("--n", SEARCH_COPIES * 4 * args.n * config.image_size ** 2,
+                             f"evaluating {args.n} samples of {config.image_size}x{config.image_size}")
+    except ValueError as error:
+        parser.error(str(error))
+
+
 def data_source(config, data_dir=None, demo: bool = False, progress: bool = True) -> tuple[Path, str]:
     """The folder to compare with: ``data_dir``, the demo cohort, or else the data the run trained on."""
     from config import TrainConfig
@@ -205,7 +224,6 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     ``fid`` (e.g. ``{"weights": "imagenet", "real": 2048, "input_size": 299}``)
     adds FID and KID.  Returns the report, with the paths it wrote.
     """
-    import plots
     import sampling
     from batches import sample_latents
 
@@ -220,7 +238,7 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     log(f"searching {len(train)} training and {len(test)} test images for the best match of each of {n} samples")
     summary, indices, scores = compare_with_real(generated, train, test, test_held_out="test" not in config.splits,
                                                  seed=seed, memorized_threshold=memorized_threshold,
-                                                 train_levels=[data_utils.slice_level(f) for f in train_files])
+                                                 train_levels=data_utils.slice_levels(train_files))
     nn_index, nn_score = indices[:, 0], scores[:, 0]
     report = {"run": str(run_dir), "step": int(state["step"]), "arch": config.arch, "image_size": config.image_size,
               "seed": seed, "data": description, **summary}
@@ -235,17 +253,23 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     out.parent.mkdir(parents=True, exist_ok=True)
     matches_figure(generated, train, nn_index, nn_score).savefig(out.with_suffix(".png"), dpi=100)
     report["figure"] = str(out.with_suffix(".png"))
-    levels = out.with_name(out.stem + "-levels.png")
-    plots.levels_figure({name: report[f"level_histogram_{key}"] for name, key in
-                         (("training set", "train"), ("samples' best matches", "generated"),
-                          ("real test slices' best matches", "real")) if f"level_histogram_{key}" in report},
-                        metrics.LEVELS_PER_BAND).savefig(levels, dpi=100)
-    report["levels_figure"] = str(levels)
+    if "level_histogram_train" in report:
+        _save_levels_figure(report, out.with_name(out.stem + "-levels.png"))
     temporary = out.with_name(out.name + ".tmp")
     temporary.write_text(json.dumps(report, indent=2) + "\n")
     temporary.replace(out)
     report["report"] = str(out)
     return report
+
+
+def _save_levels_figure(report: dict, path: Path) -> None:
+    import plots
+
+    plots.levels_figure({name: report[f"level_histogram_{key}"] for name, key in
+                         (("training set", "train"), ("samples' best matches", "generated"),
+                          ("real test slices' best matches", "real")) if f"level_histogram_{key}" in report},
+                        metrics.LEVELS_PER_BAND).savefig(path, dpi=100)
+    report["levels_figure"] = str(path)
 
 
 def fid_scores(train: np.ndarray, generated: np.ndarray, rng, *, weights: str = "imagenet", real: int = 2048,
@@ -355,7 +379,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"FID {report['fid']:.2f}, KID {report['kid_mean']:.4f} +- {report['kid_std']:.4f} "
                      f"({report['fid_weights']} weights; not comparable to published FIDs)")
     if "report" in report:
-        lines.append(f"report: {report['report']}  figures: {report['figure']}, {report['levels_figure']}")
+        lines.append(f"report: {report['report']}  figures: {report['figure']}"
+                     + (f", {report['levels_figure']}" if "levels_figure" in report else ""))
     return lines
 
 
@@ -366,6 +391,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     check_script_outputs(parser, {"--out": args.out})
+    check_sizes(parser, args)
     log = (lambda *a: None) if args.quiet else print
     fid_options = {"weights": args.inception_weights, "real": args.fid_real,
                    "input_size": args.inception_size} if args.fid else None

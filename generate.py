@@ -53,6 +53,16 @@ def main(argv=None) -> int:
 
     check_script_outputs(parser, {"--out": args.out, "--npy": args.npy})
 
+    from config import check_fits_in_memory
+    from run_folder import RunFolder
+
+    try:
+        saved = RunFolder(args.run).read_config()
+        check_fits_in_memory("--n", args.n * (saved.image_size ** 2 + saved.latent_dim) * 4,
+                             f"{args.n} images of {saved.image_size}x{saved.image_size}")
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error) if str(error).startswith("--n") else f"--run: {error}")
+
     import sampling  # Keras loads here, after the flags are checked
 
     try:
@@ -78,7 +88,8 @@ def main(argv=None) -> int:
         return 1
     print(f"{args.n} images of {config.image_size}x{config.image_size} from {args.run} (step {state['step']})"
           + (f", truncation psi {args.truncation:g}" if args.truncation != 1.0 else "")
-          + f" -> {args.out}" + (f" and {args.npy}" if args.npy else ""))
+          + f" -> {args.out}" + (f" (a grid of the first {MAX_GRID})" if args.n > MAX_GRID else "")
+          + (f" and {args.npy}" if args.npy else (" (all of them: add --npy FILE)" if args.n > MAX_GRID else "")))
     return 0
 
 

@@ -13,6 +13,7 @@ checkpoint first; --resume continues from the latest one.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -25,6 +26,17 @@ import cluster  # which process of how many; no framework
 import config  # no Keras: --help and flag errors answer at once
 
 CPU_IMAGE_SIZE, GPU_IMAGE_SIZE = 64, 256  # the default resolution without and with an accelerator
+
+
+def seconds(text: str) -> float:
+    """--cluster-timeout: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     several.add_argument("--num-processes", type=int, metavar="N", help="how many processes train the run (JAX)")
     several.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N-1; 0 writes "
                                                                      "the run folder (JAX)")
-    several.add_argument("--cluster-timeout", type=float, default=300.0, metavar="S",
+    several.add_argument("--cluster-timeout", type=seconds, default=300.0, metavar="S",
                          help="seconds to wait for the other processes, at the start and on each step, before "
                               "giving up with an error (default 300)")
     return parser
@@ -87,7 +99,8 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
         if settings.get("data_dir"):
             import data_utils
 
-            data_utils.list_slice_files(settings["data_dir"], settings.get("splits", config.SPLITS))
+            files = data_utils.list_slice_files(settings["data_dir"], settings.get("splits", config.SPLITS))
+            data_utils.slice_levels(files)  # says now if the level measures will be unavailable
         deterministic = settings.get("deterministic", False)
         if found.is_chief:
             check_writable(args.out or "runs", "--out", folder=True)
@@ -155,8 +168,9 @@ def main(argv=None) -> int:
         print("note: KERAS_BACKEND=jax on a CPU: XLA's CPU convolutions are far slower than TensorFlow's "
               "(about 20x slower for dcgan at 64x64, see docs/speed.md); unset KERAS_BACKEND on CPU-only machines",
               file=sys.stderr)
+    data = f"demo cohort in {trainer.config.demo_root}" if trainer.config.demo else trainer.config.data_dir
     print(f"run folder: {trainer.run_dir}  ({trainer.total_steps} steps, {trainer.steps_per_epoch} per epoch, "
-          f"{len(trainer.images)} images, starting at step {trainer.step})")
+          f"{len(trainer.images)} images from {data}, starting at step {trainer.step})")
     from run_folder import FINAL_SAMPLES, LOSS_PLOT
     from training import TrainingDiverged
 
