@@ -137,7 +137,8 @@ def test_checkpoint_layout_is_pinned(tmp_path, tiny_images):
     state = json.loads((folder / "state.json").read_text())
     assert set(state) == {"arch", "image_size", "latent_dim", "backend", "elapsed_s", "augment_p", "augment_signs",
                           "augment_rt", "step", "epoch", "saved_at", "g_optimizer_variables",
-                          "d_optimizer_variables"}
+                          "d_optimizer_variables", "config"}  # config: added 2026-12, checkpoints without it load
+    assert state["config"] == json.loads((tmp_path / "run" / "config.json").read_text())
     with np.load(folder / "training_state.npz") as stored:
         prefixes = {key.split("/")[0] for key in stored.files}
     assert prefixes == {"g_optimizer", "d_optimizer", "d_seed"}  # dcgan's D has dropout: its RNG state

@@ -17,11 +17,21 @@ def test_shapes_and_ranges(arch, size):
     images = np.asarray(generator(latents, training=False))
     assert images.shape == (2, size, size, 1)
     assert images.dtype == np.float32
-    assert images.min() >= -1.0 and images.max() <= 1.0
     assert images.std() > 0  # not a constant output
     logits = np.asarray(discriminator(images, training=False))
     assert logits.shape == (2, 1)
     assert np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "dcgan-classic", "dcgan-plus", "stylegan"])
+def test_the_output_stays_in_the_image_range_even_when_driven_far_past_it(arch):
+    """A tanh bounds the output: with the last layer's weights scaled up 1000x most pixels saturate at +-1."""
+    generator = modelscript.build_generator(arch, 32)
+    last = [layer for layer in generator.layers if layer.weights][-1]
+    last.set_weights([weight * 1000 for weight in last.get_weights()])
+    latents = np.random.default_rng(0).standard_normal((2, modelscript.default_latent_dim(arch))).astype(np.float32)
+    images = np.asarray(generator(latents, training=False))
+    assert np.abs(images).max() <= 1.0 and np.mean(np.abs(images) > 0.99) > 0.5
 
 
 def test_default_latent_dims_follow_the_seeds():
