@@ -300,7 +300,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-BUILD = "import data_utils, sys; data_utils.make_demo_dataset(sys.argv[1], n_subjects=12, seed=0)"
+BUILD = "import data_utils, sys; data_utils.make_demo_dataset(sys.argv[1], n_subjects=6, seed=0)"
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
@@ -338,8 +338,10 @@ def test_a_killed_cohort_build_leaves_no_workers_lock_or_partial_folder(tmp_path
     ("generate.py", ["--n", "1000000000000", "--out", "g.png"], "--n"),
     ("evaluate.py", ["--n", "1000000000000"], "--n"),
 ])
-def test_sizes_that_cannot_fit_are_named_before_any_work(tmp_path, tiny_images, script, args, flag):
-    run = new_run(tmp_path, tiny_images)
+def test_sizes_that_cannot_fit_are_named_before_any_work(tmp_path, script, args, flag):
+    run = tmp_path / "run"  # the checks read only the run's config: no training needed
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(small_config().validate().resolved().to_dict()))
     more = ["--run", run] if script != "train.py" else ["--out", tmp_path / "new"]
     result = run_script(script, *args, *more, cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and flag in result.stderr and "Traceback" not in result.stderr, result.stderr
