@@ -40,7 +40,6 @@ import contextlib
 import ctypes
 import importlib.util
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -302,24 +301,25 @@ def build_demo_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects:
             "it is left untouched: choose another root"
         )
 
-    with _one_builder(data_dir):
+    with _one_builder(data_dir) as lock:
         if not _holds(data_dir, manifest):  # else another process built it while this one waited
-            staging = _write_cohort(data_dir, split_folders, n_subjects, seed, workers, progress)
+            staging = _write_cohort(data_dir, split_folders, n_subjects, seed, workers, progress, lock)
             (staging / "demo_cohort.json").write_text(json.dumps(manifest))  # last: it marks the cohort complete
             _install(staging, data_dir, manifest)
     return data_dir
 
 
 def _write_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects: int, seed: int, workers: int | None,
-                  progress: bool) -> Path:
+                  progress: bool, lock: int | None = None) -> Path:
     """Render every subject into a new staging folder beside ``data_dir``; returns that folder.
 
     Interrupted (Ctrl-C, an error), it removes the staging folder and its
-    worker processes before it raises.  The workers are started fresh
-    (``spawn``: they inherit no open files, so not the builders' lock) and
-    die with this process even when it is killed (Linux), so a killed build
-    leaves no process behind; its staging folder is removed by the next
-    build (``_remove_leftovers``).
+    worker processes before it raises.  Each worker closes its copy of the
+    builders' lock (descriptor ``lock``), so the lock goes when this process
+    does, and dies with this process even when it is killed (Linux): a
+    killed build leaves no process behind, and its staging folder is removed
+    by the next build (``_remove_leftovers``).  (Workers are forked, not
+    spawned: spawning runs the user's main script again in every worker.)
     """
     staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.partial-", dir=data_dir.parent))
     pool = None
@@ -332,8 +332,7 @@ def _write_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects: int
         if workers == 1:
             results = map(_write_subject, jobs)
         else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_worker_dies_with_parent)
+            pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_dies_with_parent, initargs=(lock,))
             results = pool.map(_write_subject, jobs)
         if progress:
             from tqdm.auto import tqdm
@@ -355,8 +354,11 @@ def _write_cohort(data_dir: Path, split_folders: dict[str, str], n_subjects: int
     return staging
 
 
-def _worker_dies_with_parent() -> None:
-    """In each worker: end when the builder ends, however it ends; leave Ctrl-C to the builder."""
+def _worker_dies_with_parent(lock: int | None) -> None:
+    """In each worker: hold no copy of the builders' lock; end when the builder ends, however it ends; leave
+    Ctrl-C to the builder."""
+    if lock is not None:
+        os.close(lock)  # a flock lasts while any copy of its descriptor is open: orphans kept it for ever
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -381,7 +383,7 @@ def _one_builder(data_dir: Path):
     try:
         import fcntl
     except ImportError:  # Windows
-        yield
+        yield None
         return
     with open(data_dir.parent / f".{data_dir.name}.lock", "a+") as handle:
         try:
@@ -398,7 +400,7 @@ def _one_builder(data_dir: Path):
             handle.write(f"process {os.getpid()}")
             handle.flush()
             _remove_leftovers(data_dir)
-            yield
+            yield handle.fileno()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

@@ -327,6 +327,15 @@ def test_a_killed_cohort_build_leaves_no_workers_lock_or_partial_folder(tmp_path
     assert not list(root.glob(".keras_png_slices_data.partial-*"))
 
 
+def test_a_script_without_a_main_guard_builds_the_cohort(tmp_path):
+    """Workers started by spawning would run such a script again, each waiting on the lock its parent holds."""
+    script = tmp_path / "build.py"
+    script.write_text(f"import data_utils\ndata_utils.make_demo_dataset({str(tmp_path / 'demo')!r}, n_subjects=3)\n")
+    result = subprocess.run([sys.executable, str(script)], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0 and "waiting for" not in result.stderr, result.stderr[-2000:]
+
+
 # ------------------------------------------------------------ flags that would fill memory or crash later
 
 
