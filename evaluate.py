@@ -19,6 +19,10 @@ trained on, and among the test split, and writes REPORT.json:
   diversity_ssim_generated   mean SSIM between pairs of generated images, and
   diversity_ssim_real        the same for N random training images; a much
                              higher value for the generated set is mode collapse
+  spectrum_shape             how far the shape of the samples' power spectrum (over
+  spectrum_shape_real        rings of spatial frequency) is from the held-out
+                             slices': softness and grain both show; _real is N real
+                             training slices' distance, the noise at N (held out only)
   fid, kid_mean, kid_std     with --fid (Keras InceptionV3; see fid.py)
 
 and REPORT.png: the worst, median and best matches side by side.
@@ -208,6 +212,9 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
         among_samples = np.median(metrics.nearest_neighbour_scores(real_queries, generated))
         among_real = np.median(metrics.nearest_neighbour_scores(real_queries, real_subset))
         report.update(recall=float(among_samples / among_real), recall_n_real=len(real_queries))
+        # The spectrum's shape against the held-out slices, beside as many real training slices' (the noise)
+        report["spectrum_shape"] = metrics.spectrum_shape_distance(generated, test)
+        report["spectrum_shape_real"] = metrics.spectrum_shape_distance(real_subset, test)
         if train_levels is not None:
             matched = train_levels[real_index]
             resampled = matched[rng.integers(0, len(matched), n)] if len(matched) < n else matched
@@ -366,6 +373,9 @@ def summary_lines(report: dict) -> list[str]:
                  if "level_distance_real" in report else "")
         lines.append(f"slice levels: distance {report['level_distance']:.2f} from the training set's "
                      f"(0 the same, 1 disjoint{noise})")
+    if "spectrum_shape" in report:
+        lines.append(f"spectrum shape: {report['spectrum_shape']:.3f} from the real test slices' (0 the same; "
+                     f"{report['spectrum_shape_real']:.3f} for as many real training slices)")
     if "recall" in report:
         lines.append(f"recall {report['recall']:.2f} ({report['recall_n_real']} real test slices' median best match "
                      f"among the {report['n_generated']} samples, over the same among as many training slices)")

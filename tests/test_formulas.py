@@ -303,3 +303,17 @@ def test_history_checks_hold_on_every_row_not_just_one():
 
     assert [text[-3:] for text in evaluate.history_checks(on_the_bounds(0.0005))[3:]] == ["yes", "yes"]
     assert [text[-2:] for text in evaluate.history_checks(on_the_bounds(0.01))[3:]] == ["NO", "NO"]
+
+
+def test_the_radial_spectrum_and_its_shape_distance_by_hand():
+    size = 32
+    rows = np.arange(size)
+    # a cosine of 4 cycles across the image: all its power at radius 4/16 of Nyquist, ring 4 of 16
+    wave = np.repeat(np.cos(2 * np.pi * 4 * rows / size)[None, :], size, axis=0)[None].astype(np.float32) * 0.5
+    spectrum = metrics.radial_spectrum(wave)
+    assert int(np.argmax(spectrum)) == 4 and spectrum[4] > 1e6 * np.delete(spectrum, 4).max()
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(-0.5, 0.5, (6, size, size)).astype(np.float32)
+    assert metrics.spectrum_shape_distance(noise, noise) == 0.0
+    # twice the contrast is four times the power in every ring: a constant offset, not another shape
+    assert metrics.spectrum_shape_distance(noise, noise / 2) == pytest.approx(0.0, abs=1e-9)

@@ -66,3 +66,19 @@ def test_a_generator_that_repeats_one_training_slice_is_caught(splits):
     assert report["diversity_ratio"] > 2.0
     lines = "\n".join(evaluate.summary_lines(report))
     assert "realism" in lines and "slice levels: distance 0.88" in lines and "recall" in lines
+
+
+def test_the_spectrum_shape_sees_softness_and_grain_that_ssim_misses(splits):
+    from scipy import ndimage
+
+    _, _, validate, _ = splits
+    honest = measure(validate, splits)
+    soft = np.stack([ndimage.gaussian_filter(image, (1.0, 1.0, 0)) for image in validate])
+    grain = np.clip(validate + np.random.default_rng(0).normal(0, 0.12, validate.shape), -1, 1).astype(np.float32)
+    # Real unseen slices sit within the noise of as many real training slices (0.07 and 0.06 here); a 1-pixel
+    # blur gives 2.0, grain of 0.12 (15 grey levels) 0.20.
+    assert honest["spectrum_shape"] < honest["spectrum_shape_real"] + 0.05
+    for images in (soft, grain):
+        report = measure(images, splits)
+        assert report["spectrum_shape"] > 2.5 * honest["spectrum_shape"], report["spectrum_shape"]
+    assert "spectrum shape" in "\n".join(evaluate.summary_lines(honest))
