@@ -154,13 +154,14 @@ def markdown_row(label: str, report: dict, elapsed: float, steps: int, rate: flo
             f"({report['nn_ssim_p10']:.3f}-{report['nn_ssim_p90']:.3f}) | {report.get('realism', nan):.2f} | "
             f"{report.get('level_distance', nan):.2f} ({report.get('level_distance_real', nan):.2f}) | "
             f"{report.get('recall', nan):.2f} | {report['diversity_ratio']:.2f} | "
+            f"{report.get('spectrum_shape', nan):.3f} ({report.get('spectrum_shape_real', nan):.3f}) | "
             f"{100 * report['memorized_fraction']:.1f}% |")
 
 
 TABLE_HEAD = [
     "| arch | train time | steps | images/s | best-match SSIM vs train: median (p10-p90) | realism | "
-    "level distance (noise) | recall | diversity ratio | near-copies |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "level distance (noise) | recall | diversity ratio | spectrum shape (real) | near-copies |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -168,7 +169,8 @@ def yardstick_row(report: dict) -> list[str]:
     if "real_test_nn_ssim_median" not in report:
         return []
     return [f"| real test slices (yardstick) | | | | {report['real_test_nn_ssim_median']:.3f} "
-            f"({report['real_test_nn_ssim_p10']:.3f}-{report['real_test_nn_ssim_p90']:.3f}) | 1 | | 1 | 1 | |"]
+            f"({report['real_test_nn_ssim_p10']:.3f}-{report['real_test_nn_ssim_p90']:.3f}) | 1 | | 1 | 1 | "
+            f"{report.get('spectrum_shape_real', float('nan')):.3f} | |"]
 
 
 def run_summary(run: Path) -> tuple[float, int, float]:
