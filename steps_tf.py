@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -206,10 +207,14 @@ def _bound_registration(resolver, timeout_s: float) -> None:
     after which the strategy raises DeadlineExceededError: on the leader as
     on the others.
     """
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.distribute import multi_worker_util
-    from tensorflow.python.eager import context
-
+    try:  # TensorFlow's own modules (2.21): should a later version move them, the Python watchdog remains
+        from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+    except ImportError as error:
+        print(f"warning: cannot give TensorFlow's cluster join a deadline ({error}); a worker whose peers never "
+              "start may wait beyond --cluster-timeout", file=sys.stderr)
+        return
     spec = resolver.cluster_spec()
     jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
             for job in ("chief", "worker") if job in spec.jobs]
