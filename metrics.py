@@ -329,18 +329,25 @@ def level_distance(levels, reference_levels) -> float:
 # power in the middle frequencies) or grain (too much in the highest).  The power spectrum, averaged over
 # rings of spatial frequency, shows both.
 SPECTRUM_RINGS = 16  # equal steps of radial frequency from 0 to Nyquist (the corners past it are left out)
-SPECTRUM_SHAPE_RINGS = 12  # the shape is judged on the upper rings: detail and texture, not the head's outline
+SPECTRUM_SHAPE_SHARE = 0.75  # the shape is judged on the upper 12 of 16 rings: detail and texture, not the outline
 SPECTRUM_CHUNK = 64  # images transformed at a time (512 at 256x256 would take 0.5 GB at once)
 
 
-def radial_spectrum(images, rings: int = SPECTRUM_RINGS) -> np.ndarray:
+def spectrum_rings(size: int) -> int:
+    """SPECTRUM_RINGS, or fewer for images under 64 pixels (a quarter of the side): every ring spans two
+    frequency steps, so none is empty."""
+    return max(1, min(SPECTRUM_RINGS, size // 4))
+
+
+def radial_spectrum(images, rings: int | None = None) -> np.ndarray:
     """Mean power per ring of spatial frequency, over the images: ``(rings,)``, ring 0 the lowest.
 
     Each image's mean is removed first, so ring 0 holds the head's shape,
-    not its overall brightness.
+    not its overall brightness.  ``rings`` defaults to ``spectrum_rings``.
     """
     stack = as_image_stack(images, "images")
     height, width = stack.shape[1:]
+    rings = rings or spectrum_rings(min(height, width))
     radius = np.hypot(*np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij")) / 0.5
     ring = np.where(radius <= 1.0, np.minimum((radius * rings).astype(np.int64), rings - 1), -1)
     power = np.zeros((height, width))
@@ -355,11 +362,13 @@ def radial_spectrum(images, rings: int = SPECTRUM_RINGS) -> np.ndarray:
 def spectrum_shape_distance(images, reference) -> float:
     """How far the shape of ``images``' spectrum is from ``reference``'s: 0 the same.
 
-    The largest deviation of log10 power over the upper SPECTRUM_SHAPE_RINGS
-    rings, after removing the mean deviation there (a constant offset: a
+    The largest deviation of log10 power over the upper 3/4 of the rings (12
+    of 16), after removing the mean deviation there (a constant offset: a
     brighter or higher-contrast set is not a differently shaped one).  Soft
     images fall below in the middle rings, grainy ones rise in the highest.
+    A ring without power (flat images) counts as 1e-20.
     """
-    difference = np.log10(radial_spectrum(images)) - np.log10(radial_spectrum(reference))
-    upper = difference[-SPECTRUM_SHAPE_RINGS:]
+    difference = (np.log10(np.maximum(radial_spectrum(images), 1e-20))
+                  - np.log10(np.maximum(radial_spectrum(reference), 1e-20)))
+    upper = difference[-max(1, round(SPECTRUM_SHAPE_SHARE * len(difference))):]
     return float(np.abs(upper - upper.mean()).max())

@@ -306,10 +306,10 @@ def test_history_checks_hold_on_every_row_not_just_one():
 
 
 def test_the_radial_spectrum_and_its_shape_distance_by_hand():
-    size = 32
+    size = 64
     rows = np.arange(size)
-    # a cosine of 4 cycles across the image: all its power at radius 4/16 of Nyquist, ring 4 of 16
-    wave = np.repeat(np.cos(2 * np.pi * 4 * rows / size)[None, :], size, axis=0)[None].astype(np.float32) * 0.5
+    # a cosine of 8 cycles across the image: all its power at radius 8/32 of Nyquist, ring 4 of 16
+    wave = np.repeat(np.cos(2 * np.pi * 8 * rows / size)[None, :], size, axis=0)[None].astype(np.float32) * 0.5
     spectrum = metrics.radial_spectrum(wave)
     assert int(np.argmax(spectrum)) == 4 and spectrum[4] > 1e6 * np.delete(spectrum, 4).max()
     rng = np.random.default_rng(0)
@@ -317,3 +317,6 @@ def test_the_radial_spectrum_and_its_shape_distance_by_hand():
     assert metrics.spectrum_shape_distance(noise, noise) == 0.0
     # twice the contrast is four times the power in every ring: a constant offset, not another shape
     assert metrics.spectrum_shape_distance(noise, noise / 2) == pytest.approx(0.0, abs=1e-9)
+    # smaller images get fewer rings, none of them empty
+    assert [metrics.spectrum_rings(side) for side in (8, 32, 64, 256)] == [2, 8, 16, 16]
+    assert np.all(metrics.radial_spectrum(noise) > 0) and len(metrics.radial_spectrum(noise)) == 16
