@@ -128,12 +128,8 @@ def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
     folder = Path(run_dir) / CHECKPOINT_DIR
     if not folder.is_dir():
         return []
-    found = []
-    for entry in folder.iterdir():
-        match = _NAME.match(entry.name)
-        if match and (entry / STATE_FILE).is_file():
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
+    return sorted((step_of(entry), entry) for entry in folder.iterdir()
+                  if step_of(entry) is not None and (entry / STATE_FILE).is_file())
 
 
 def latest_checkpoint(run_dir) -> Path | None:

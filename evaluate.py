@@ -102,22 +102,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 SEARCH_COPIES = 8  # float32 images held per sample while its best matches are searched (the images, SSIM's maps)
 
 
-def check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``parser.error`` before any work when the run cannot be read or --n cannot fit in memory."""
-    from config import check_fits_in_memory
-    from run_folder import RunFolder
-
-    try:
-        config = RunFolder(args.run).read_config()
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(f"--run: {error}")
-    try:
-        check_fits_in_memory("--n", SEARCH_COPIES * 4 * args.n * config.image_size ** 2,
-                             f"evaluating {args.n} samples of {config.image_size}x{config.image_size}")
-    except ValueError as error:
-        parser.error(str(error))
-
-
 def data_source(config, data_dir=None, demo: bool = False, progress: bool = True) -> tuple[Path, str]:
     """The folder to compare with: ``data_dir``, the demo cohort, or else the data the run trained on."""
     from config import TrainConfig
@@ -395,13 +379,13 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from run_folder import check_script_outputs
+    from run_folder import check_run_fits, check_script_outputs
 
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
     check_script_outputs(parser, {"--out": args.out})
-    check_sizes(parser, args)
+    check_run_fits(parser, args.run, args.n, lambda config: SEARCH_COPIES * 4 * config.image_size ** 2, "evaluating")
     log = (lambda *a: None) if args.quiet else print
     fid_options = {"weights": args.inception_weights, "real": args.fid_real,
                    "input_size": args.inception_size} if args.fid else None

@@ -53,15 +53,9 @@ def main(argv=None) -> int:
 
     check_script_outputs(parser, {"--out": args.out, "--npy": args.npy})
 
-    from config import check_fits_in_memory
-    from run_folder import RunFolder
+    from run_folder import check_run_fits
 
-    try:
-        saved = RunFolder(args.run).read_config()
-        check_fits_in_memory("--n", args.n * (saved.image_size ** 2 + saved.latent_dim) * 4,
-                             f"{args.n} images of {saved.image_size}x{saved.image_size}")
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error) if str(error).startswith("--n") else f"--run: {error}")
+    check_run_fits(parser, args.run, args.n, lambda saved: 4 * (saved.image_size ** 2 + saved.latent_dim), "generating")
 
     import sampling  # Keras loads here, after the flags are checked
 

@@ -144,6 +144,23 @@ def check_script_outputs(parser, files: dict) -> None:
         parser.error(str(error))
 
 
+def check_run_fits(parser, run, n: int, bytes_per_image, what: str) -> TrainConfig:
+    """For generate.py and evaluate.py: the run's config, after ``parser.error`` naming --run when it cannot be
+    read, or --n when ``n`` times ``bytes_per_image(config)`` cannot fit in memory; before Keras loads."""
+    from config import check_fits_in_memory
+
+    try:
+        config = RunFolder(run).read_config()
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(f"--run: {error}")
+    try:
+        check_fits_in_memory("--n", n * bytes_per_image(config),
+                             f"{what} {n} images of {config.image_size}x{config.image_size}")
+    except ValueError as error:
+        parser.error(str(error))
+    return config
+
+
 def _age_s(path: Path) -> float:
     try:
         return time.time() - path.stat().st_mtime
@@ -503,7 +520,7 @@ class RunFolder:
         warning says where.
         """
         later = sorted(path for path in (self.path / checkpoints.CHECKPOINT_DIR).glob("ckpt-*")
-                       if path.is_dir() and checkpoints.step_of(path) is not None and checkpoints.step_of(path) > step)
+                       if path.is_dir() and (checkpoints.step_of(path) or -1) > step)
         if not later:
             return None
         folder = self.path / SET_ASIDE_DIR / f"after-step-{step:08d}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -191,7 +192,7 @@ def live_process():
 def test_a_lock_copied_with_its_folder_does_not_lock_the_copy(tmp_path, live_process, capsys):
     original = tmp_path / "original"
     original.mkdir()
-    holder = {"pid": live_process, "host": __import__("socket").gethostname(), "folder": str(original.resolve())}
+    holder = {"pid": live_process, "host": socket.gethostname(), "folder": str(original.resolve())}
     (original / "lock").write_text(json.dumps(holder))
     shutil.copytree(original, tmp_path / "copy")  # cp -a while it trains
     run_folder.RunFolder(tmp_path / "copy").acquire_lock()
@@ -202,7 +203,7 @@ def test_a_lock_copied_with_its_folder_does_not_lock_the_copy(tmp_path, live_pro
 
 def test_a_folder_moved_while_training_is_named_as_moved(tmp_path, tiny_images, live_process):
     run = new_run(tmp_path, tiny_images)
-    holder = {"pid": live_process, "host": __import__("socket").gethostname(), "folder": str(run.resolve())}
+    holder = {"pid": live_process, "host": socket.gethostname(), "folder": str(run.resolve())}
     (run / "lock").write_text(json.dumps(holder))
     moved = tmp_path / "moved"
     os.replace(run, moved)
