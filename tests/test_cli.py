@@ -14,6 +14,7 @@ from PIL import Image
 
 import data_utils
 import engines
+import script_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--image-size", "32", "--batch-size", "8", "--log-every", "2", "--sample-every", "4",
@@ -21,9 +22,7 @@ QUICK = ["--image-size", "32", "--batch-size", "8", "--log-every", "2", "--sampl
 
 
 def run_script(script, *args, cwd, check=True, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+    result = script_runner.run(script, *args, cwd=cwd, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result

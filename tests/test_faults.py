@@ -17,6 +17,7 @@ import checkpoints
 import run_folder
 import training
 from config import ConfigError, TrainConfig
+import script_runner
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--image-size", "32", "--batch-size", "8", "--log-every", "2", "--sample-every", "4", "--sample-grid", "4",
@@ -33,9 +34,7 @@ def small_config(**changes) -> TrainConfig:
 
 
 def run_script(script, *args, cwd, env=None, timeout=300):
-    environment = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
+    return script_runner.run(script, *args, cwd=cwd, env=env, timeout=timeout)
 
 
 def history_steps(run):
