@@ -41,11 +41,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
+import appearance
 import data_utils
 import metrics
 from plots import COURSE_SSIM_BAR
 
 DEFAULT_N = 64
+BOOTSTRAP_RESAMPLES = 1000  # for the 95 % intervals of realism, recall and the level distance
 FIGURE_PICKS = ("worst", "p10", "median", "p90", "best")
 
 
@@ -193,17 +195,34 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
         real_index, real_score = (array[:, 0] for array in metrics.ssim_search(real_queries, train))
         report.update(percentile_summary("real_test_nn_ssim", real_score))
         report["realism"] = report["nn_ssim_median"] / report["real_test_nn_ssim_median"]
-        among_samples = np.median(metrics.nearest_neighbour_scores(real_queries, generated))
-        among_real = np.median(metrics.nearest_neighbour_scores(real_queries, real_subset))
-        report.update(recall=float(among_samples / among_real), recall_n_real=len(real_queries))
+        among_samples = metrics.nearest_neighbour_scores(real_queries, generated)
+        among_real = metrics.nearest_neighbour_scores(real_queries, real_subset)
+        report.update(recall=float(np.median(among_samples) / np.median(among_real)), recall_n_real=len(real_queries))
+        # 95 % bootstrap intervals: realism over the samples and the held-out slices; recall over the
+        # held-out slices (each keeps its best match among the samples and among the training slices).
+        # Slices of one subject are not independent, so with few held-out subjects these are too narrow.
+        bootstrap = np.random.default_rng([seed, 12])
+        report["realism_interval"] = metrics.bootstrap_interval(
+            lambda ours, real: np.median(ours) / np.median(real), best, real_score, rng=bootstrap,
+            resamples=BOOTSTRAP_RESAMPLES)
+        paired = np.arange(len(real_queries))
+        report["recall_interval"] = metrics.bootstrap_interval(
+            lambda rows: np.median(among_samples[rows.astype(int)]) / np.median(among_real[rows.astype(int)]),
+            paired, rng=bootstrap, resamples=BOOTSTRAP_RESAMPLES)
         # The spectrum's shape against the held-out slices, beside as many real training slices' (the noise)
         report["spectrum_shape"] = metrics.spectrum_shape_distance(generated, test)
         report["spectrum_shape_real"] = metrics.spectrum_shape_distance(real_subset, test)
+        # The look: intensities against the held-out slices; the scalp ring and sharpness beside real ones
+        report.update(appearance.against_held_out(data_utils.to_uint8(generated), data_utils.to_uint8(test),
+                                                  data_utils.to_uint8(real_subset)))
         if train_levels is not None:
             matched = train_levels[real_index]
             resampled = matched[rng.integers(0, len(matched), n)] if len(matched) < n else matched
             report["level_histogram_real"] = metrics.level_histogram(matched).tolist()
             report["level_distance_real"] = metrics.level_distance(resampled, train_levels)
+            report["level_distance_interval"] = metrics.bootstrap_interval(
+                lambda levels: metrics.level_distance(levels.astype(int), train_levels),
+                train_levels[indices[:, 0]], rng=bootstrap, resamples=BOOTSTRAP_RESAMPLES)
     return report, indices, scores
 
 
@@ -336,6 +355,12 @@ def history_checks(history: dict[str, list[float]], tolerance: float = 1e-3) -> 
             f"D loss agrees with its mistakes (>= log 2 x the share it gets wrong): {verdict[d_agrees]}"]
 
 
+def interval(report: dict, key: str) -> str:
+    """" [low, high]" where the report holds the measure's bootstrap interval, else ""."""
+    low_high = report.get(f"{key}_interval")
+    return f" [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else ""
+
+
 def summary_lines(report: dict) -> list[str]:
     """The report in a few lines (what evaluate.py prints and the notebook shows)."""
     lines = [
@@ -350,18 +375,25 @@ def summary_lines(report: dict) -> list[str]:
     if "real_test_nn_ssim_median" in report:
         lines.append(f"yardstick, real test images vs training images: median {report['real_test_nn_ssim_median']:.3f}")
     if "realism" in report:
-        lines.append(f"realism {report['realism']:.2f} (the samples' median best match over the yardstick's; "
-                     "real unseen slices score 1)")
+        lines.append(f"realism {report['realism']:.2f}{interval(report, 'realism')} (the samples' median best "
+                     "match over the yardstick's; real unseen slices score about 1: above 1, read it with the "
+                     "near-copy share, since copying training slices raises it too)")
     if "level_distance" in report:
         noise = (f"; real test slices {report['level_distance_real']:.2f}, the noise at n={report['n_generated']}"
                  if "level_distance_real" in report else "")
-        lines.append(f"slice levels: distance {report['level_distance']:.2f} from the training set's "
+        lines.append(f"slice levels: distance {report['level_distance']:.2f}{interval(report, 'level_distance')} "
+                     "from the training set's "
                      f"(0 the same, 1 disjoint{noise})")
     if "spectrum_shape" in report:
         lines.append(f"spectrum shape: {report['spectrum_shape']:.3f} from the real test slices' (0 the same; "
                      f"{report['spectrum_shape_real']:.3f} for as many real training slices)")
+    if "histogram_distance" in report:
+        lines.append(f"look vs the real test slices: intensity histogram distance {report['histogram_distance']:.3f} "
+                     f"(as many real training slices: {report['histogram_distance_real']:.3f}); scalp ring contrast "
+                     f"{report['ring_contrast']:.2f} (real training slices {report['ring_contrast_real']:.2f}); "
+                     f"sharpness {report['sharpness']:.3f} (real {report['sharpness_real']:.3f})")
     if "recall" in report:
-        lines.append(f"recall {report['recall']:.2f} ({report['recall_n_real']} real test slices' median best match "
+        lines.append(f"recall {report['recall']:.2f}{interval(report, 'recall')} ({report['recall_n_real']} real test slices' median best match "
                      f"among the {report['n_generated']} samples, over the same among as many training slices)")
     lines += [
         f"near-copies (best match > {report['memorized_threshold']}): {100 * report['memorized_fraction']:.1f}%",

@@ -304,6 +304,18 @@ LEVEL_BANDS = 8
 LEVELS_PER_BAND = 4
 
 
+def bootstrap_interval(statistic, *samples, rng, resamples: int = 1000, level: float = 0.95) -> list[float]:
+    """The percentile bootstrap interval of ``statistic(*samples)``: each sample (a 1-D array of per-item
+    values) drawn again with replacement, independently, ``resamples`` times -> ``[low, high]``."""
+    samples = [np.asarray(sample, np.float64) for sample in samples]
+    if any(sample.ndim != 1 or sample.size == 0 for sample in samples):
+        raise ValueError("bootstrap_interval: each sample must be a non-empty 1-D array")
+    values = [statistic(*(sample[rng.integers(0, sample.size, sample.size)] for sample in samples))
+              for _ in range(resamples)]
+    tail = 100 * (1 - level) / 2
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
 def level_histogram(levels, bands: int = LEVEL_BANDS, per_band: int = LEVELS_PER_BAND) -> np.ndarray:
     """Share of slices in each band of ``per_band`` consecutive levels (levels past the last band go in it)."""
     levels = np.asarray(levels, dtype=np.int64)

@@ -147,30 +147,43 @@ def evaluate(run: Path, args) -> dict:
     return json.loads(report_path(run, args).read_text())
 
 
+def _with_interval(report: dict, key: str, digits: int = 2) -> str:
+    """"1.02 [0.98-1.06]": the measure and its 95 % bootstrap interval where the report has one."""
+    value = report.get(key, float("nan"))
+    low_high = report.get(f"{key}_interval")
+    return f"{value:.{digits}f}" + (f" [{low_high[0]:.{digits}f}-{low_high[1]:.{digits}f}]" if low_high else "")
+
+
 def markdown_row(label: str, report: dict, elapsed: float, steps: int, rate: float) -> str:
-    """One table row: time, steps, speed and the report's measures."""
+    """One table row: time, steps, speed and the report's measures (intervals in brackets, real in parentheses)."""
     nan = float("nan")
     return (f"| {label} | {elapsed / 60:.1f} min | {int(steps):,} | {rate:.1f} | {report['nn_ssim_median']:.3f} "
-            f"({report['nn_ssim_p10']:.3f}-{report['nn_ssim_p90']:.3f}) | {report.get('realism', nan):.2f} | "
-            f"{report.get('level_distance', nan):.2f} ({report.get('level_distance_real', nan):.2f}) | "
-            f"{report.get('recall', nan):.2f} | {report['diversity_ratio']:.2f} | "
+            f"({report['nn_ssim_p10']:.3f}-{report['nn_ssim_p90']:.3f}) | {_with_interval(report, 'realism')} | "
+            f"{_with_interval(report, 'level_distance')} ({report.get('level_distance_real', nan):.2f}) | "
+            f"{_with_interval(report, 'recall')} | {report['diversity_ratio']:.2f} | "
             f"{report.get('spectrum_shape', nan):.3f} ({report.get('spectrum_shape_real', nan):.3f}) | "
+            f"{report.get('histogram_distance', nan):.3f} ({report.get('histogram_distance_real', nan):.3f}) | "
+            f"{report.get('sharpness', nan):.2f} ({report.get('sharpness_real', nan):.2f}) | "
+            f"{report.get('ring_contrast', nan):.2f} ({report.get('ring_contrast_real', nan):.2f}) | "
             f"{100 * report['memorized_fraction']:.1f}% |")
 
 
 TABLE_HEAD = [
-    "| arch | train time | steps | images/s | best-match SSIM vs train: median (p10-p90) | realism | "
-    "level distance (noise) | recall | diversity ratio | spectrum shape (real) | near-copies |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| arch | train time | steps | images/s | best-match SSIM vs train: median (p10-p90) | realism [95 %] | "
+    "level distance [95 %] (noise) | recall [95 %] | diversity ratio | spectrum shape (real) | "
+    "histogram distance (real) | sharpness (real) | scalp ring contrast (real) | near-copies |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
 def yardstick_row(report: dict) -> list[str]:
     if "real_test_nn_ssim_median" not in report:
         return []
+    nan = float("nan")
     return [f"| real test slices (yardstick) | | | | {report['real_test_nn_ssim_median']:.3f} "
             f"({report['real_test_nn_ssim_p10']:.3f}-{report['real_test_nn_ssim_p90']:.3f}) | 1 | | 1 | 1 | "
-            f"{report.get('spectrum_shape_real', float('nan')):.3f} | |"]
+            f"{report.get('spectrum_shape_real', nan):.3f} | {report.get('histogram_distance_real', nan):.3f} | "
+            f"{report.get('sharpness_real', nan):.2f} | {report.get('ring_contrast_real', nan):.2f} | |"]
 
 
 def run_summary(run: Path) -> tuple[float, int, float]:
