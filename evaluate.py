@@ -47,6 +47,7 @@ import metrics
 from plots import COURSE_SSIM_BAR
 
 DEFAULT_N = 64
+HELD_OUT_SPLITS = ("test", "validate")
 BOOTSTRAP_RESAMPLES = 1000  # for the 95 % intervals of realism, recall and the level distance
 FIGURE_PICKS = ("worst", "p10", "median", "p90", "best")
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"generated images (default {DEFAULT_N})")
     parser.add_argument("--out", help="report JSON (default RUN/evaluation.json); the figure goes beside it (.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and the real subsets (default 0)")
+    parser.add_argument("--held-out", default="test", choices=HELD_OUT_SPLITS,
+                        help="the split the samples are measured against (default test). Choose settings on "
+                             "validate (train with --splits train), report on test once")
     parser.add_argument("--checkpoint", help="a checkpoint of the run: its folder, or its name such as "
                                              "ckpt-00000400 (default: the latest complete one)")
     parser.add_argument("--memorized-threshold", type=float, default=metrics.MEMORIZED_THRESHOLD,
@@ -227,12 +231,13 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
 
 
 def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT_N, seed: int = 0,
-                 checkpoint=None, memorized_threshold: float = metrics.MEMORIZED_THRESHOLD, out=None,
+                 held_out: str = "test", checkpoint=None, memorized_threshold: float = metrics.MEMORIZED_THRESHOLD, out=None,
                  fid: dict | None = None, progress: bool = True, log=print) -> dict:
     """Evaluate ``n`` samples of a run (the report above); write REPORT.json and its figure.
 
-    ``fid`` (e.g. ``{"weights": "imagenet", "real": 2048, "input_size": 299}``)
-    adds FID and KID.  Returns the report, with the paths it wrote.
+    ``held_out`` names the split measured against (the report's ``test_*``
+    keys hold its figures, ``held_out_split`` names it); ``fid`` (e.g.
+    ``{"weights": "imagenet", "real": 2048, "input_size": 299}``) adds FID and KID.  Returns the report, with the paths it wrote.
     """
     import sampling
     from batches import sample_latents
@@ -242,16 +247,18 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     log(f"run {run_dir} (step {state['step']}, {config.arch} {config.image_size}px); comparing with {description}")
     train_files = data_utils.list_slice_files(data_dir, config.splits)[: config.limit]
     train = data_utils.load_oasis(data_dir, config.splits, config.image_size, limit=config.limit, progress=progress)
-    test = data_utils.load_oasis(data_dir, ("test",), config.image_size, progress=progress)
+    if held_out not in HELD_OUT_SPLITS:
+        raise ValueError(f"held_out: must be one of {HELD_OUT_SPLITS}, got {held_out!r}")
+    test = data_utils.load_oasis(data_dir, (held_out,), config.image_size, progress=progress)
 
     generated = sampling.generate_images(generator, sample_latents(n, config.latent_dim, seed))
-    log(f"searching {len(train)} training and {len(test)} test images for the best match of each of {n} samples")
-    summary, indices, scores = compare_with_real(generated, train, test, test_held_out="test" not in config.splits,
+    log(f"searching {len(train)} training and {len(test)} {held_out} images for the best match of each of {n} samples")
+    summary, indices, scores = compare_with_real(generated, train, test, test_held_out=held_out not in config.splits,
                                                  seed=seed, memorized_threshold=memorized_threshold,
                                                  train_levels=data_utils.slice_levels(train_files))
     nn_index, nn_score = indices[:, 0], scores[:, 0]
     report = {"run": str(run_dir), "step": int(state["step"]), "arch": config.arch, "image_size": config.image_size,
-              "seed": seed, "data": description, **summary}
+              "seed": seed, "data": description, "held_out_split": held_out, **summary}
     if fid:
         report.update(fid_scores(train, generated, np.random.default_rng([seed, 12]), seed=seed, log=log, **fid))
     report["samples"] = [
@@ -363,37 +370,38 @@ def interval(report: dict, key: str) -> str:
 
 def summary_lines(report: dict) -> list[str]:
     """The report in a few lines (what evaluate.py prints and the notebook shows)."""
+    split = report.get("held_out_split", "test")
     lines = [
         f"best-match SSIM of {report['n_generated']} samples vs {report['n_train_references']} training images: "
         f"median {report['nn_ssim_median']:.3f} (p10 {report['nn_ssim_p10']:.3f}, p90 {report['nn_ssim_p90']:.3f}); "
         f"course bar > {COURSE_SSIM_BAR} {'met' if report['course_bar_met'] else 'NOT met'}",
     ]
     if "test_nn_ssim_median" in report:
-        lines.append(f"vs {report['n_test_references']} test images"
+        lines.append(f"vs {report['n_test_references']} {split} images"
                      f"{'' if report['test_held_out'] else ' (seen in training)'}: "
                      f"median {report['test_nn_ssim_median']:.3f}")
     if "real_test_nn_ssim_median" in report:
-        lines.append(f"yardstick, real test images vs training images: median {report['real_test_nn_ssim_median']:.3f}")
+        lines.append(f"yardstick, real {split} images vs training images: median {report['real_test_nn_ssim_median']:.3f}")
     if "realism" in report:
         lines.append(f"realism {report['realism']:.2f}{interval(report, 'realism')} (the samples' median best "
                      "match over the yardstick's; real unseen slices score about 1: above 1, read it with the "
                      "near-copy share, since copying training slices raises it too)")
     if "level_distance" in report:
-        noise = (f"; real test slices {report['level_distance_real']:.2f}, the noise at n={report['n_generated']}"
+        noise = (f"; real {split} slices {report['level_distance_real']:.2f}, the noise at n={report['n_generated']}"
                  if "level_distance_real" in report else "")
         lines.append(f"slice levels: distance {report['level_distance']:.2f}{interval(report, 'level_distance')} "
                      "from the training set's "
                      f"(0 the same, 1 disjoint{noise})")
     if "spectrum_shape" in report:
-        lines.append(f"spectrum shape: {report['spectrum_shape']:.3f} from the real test slices' (0 the same; "
+        lines.append(f"spectrum shape: {report['spectrum_shape']:.3f} from the real {split} slices' (0 the same; "
                      f"{report['spectrum_shape_real']:.3f} for as many real training slices)")
     if "histogram_distance" in report:
-        lines.append(f"look vs the real test slices: intensity histogram distance {report['histogram_distance']:.3f} "
+        lines.append(f"look vs the real {split} slices: intensity histogram distance {report['histogram_distance']:.3f} "
                      f"(as many real training slices: {report['histogram_distance_real']:.3f}); scalp ring contrast "
                      f"{report['ring_contrast']:.2f} (real training slices {report['ring_contrast_real']:.2f}); "
                      f"sharpness {report['sharpness']:.3f} (real {report['sharpness_real']:.3f})")
     if "recall" in report:
-        lines.append(f"recall {report['recall']:.2f}{interval(report, 'recall')} ({report['recall_n_real']} real test slices' median best match "
+        lines.append(f"recall {report['recall']:.2f}{interval(report, 'recall')} ({report['recall_n_real']} real {split} slices' median best match "
                      f"among the {report['n_generated']} samples, over the same among as many training slices)")
     lines += [
         f"near-copies (best match > {report['memorized_threshold']}): {100 * report['memorized_fraction']:.1f}%",
@@ -423,7 +431,7 @@ def main(argv=None) -> int:
                    "input_size": args.inception_size} if args.fid else None
     try:
         report = evaluate_run(args.run, data_dir=args.data, demo=args.demo, n=args.n, seed=args.seed,
-                              checkpoint=args.checkpoint, memorized_threshold=args.memorized_threshold,
+                              held_out=args.held_out, checkpoint=args.checkpoint, memorized_threshold=args.memorized_threshold,
                               out=args.out, fid=fid_options, progress=not args.quiet, log=log)
     except FlagError as error:
         parser.error(f"{error.flag}: {error}")

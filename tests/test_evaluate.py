@@ -30,7 +30,7 @@ def test_report_keys_ranges_and_figure(tiny_run, tmp_path):
     assert report["nn_ssim_median"] == pytest.approx(np.median(best))
     assert report["nn_ssim_p10"] <= report["nn_ssim_median"] <= report["nn_ssim_p90"]
     assert report["memorized_fraction"] == pytest.approx(np.mean(best > metrics.MEMORIZED_THRESHOLD))
-    assert report["test_held_out"] is True and report["n_generated"] == 6 and len(report["samples"]) == 6
+    assert report["test_held_out"] is True and report["held_out_split"] == "test" and report["n_generated"] == 6 and len(report["samples"]) == 6
     assert report["n_train_references"] > report["n_test_references"] > 0
     with Image.open(out.with_suffix(".png")) as figure:
         assert figure.size[0] > figure.size[1]
@@ -43,6 +43,19 @@ def test_report_keys_ranges_and_figure(tiny_run, tmp_path):
     assert report["realism"] == pytest.approx(report["nn_ssim_median"] / report["real_test_nn_ssim_median"])
     assert len(report["level_histogram_generated"]) == 8 and sum(report["level_histogram_train"]) == pytest.approx(1)
     assert (tmp_path / "report-levels.png").is_file() and "realism" in result.stdout and "recall" in result.stdout
+
+
+def test_held_out_validate_measures_against_that_split_and_says_when_the_run_trained_on_it(tiny_run, tmp_path):
+    out = tmp_path / "validate.json"
+    result = run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--held-out", "validate", "--out", out, "--quiet",
+                        cwd=tmp_path)
+    report = json.loads(out.read_text())
+    # tiny_run trained on train and validate: against validate there is no realism or recall to report
+    assert report["held_out_split"] == "validate" and report["test_held_out"] is False
+    assert "realism" not in report and "recall" not in report and report["n_test_references"] > 0
+    assert "validate images (seen in training)" in result.stdout
+    result = run_script("evaluate.py", "--run", tiny_run, "--held-out", "train", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--held-out" in result.stderr
 
 
 def test_best_matches_agree_with_skimage_on_generate_py_images(tiny_run, tmp_path):
