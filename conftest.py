@@ -7,8 +7,8 @@ the search's shapes) with a reference.  Two things make that check the same on
 every machine and immune to a user's own runs:
 
 * ``OASIS_GAN_REFERENCE_RUN=1`` is set here, before the kernel starts, so the
-  notebook's parameters cell takes its small reference settings (the demo
-  cohort, 64x64, 40 steps of 16) on a GPU machine too, and finishes in
+  notebook's parameters cell takes its small reference settings (a 12-subject
+  demo cohort, 64x64, 40 steps of 16) on a GPU machine too, and finishes in
   minutes;
 * the outputs compared with are those of ``tests/reference/driver.ipynb``
   (written by ``python tools/store_notebook_outputs.py``), not the ones saved

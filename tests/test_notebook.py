@@ -68,7 +68,11 @@ def test_under_pytest_the_notebook_takes_the_small_reference_settings_on_a_gpu_t
     cpu, gpu = parameters_namespace(gpu=False), parameters_namespace(gpu=True)
     for namespace in (cpu, gpu):
         assert (namespace["IMAGE_SIZE"], namespace["STEPS"], namespace["EPOCHS"], namespace["BATCH_SIZE"],
-                namespace["DATA_DIR"]) == (64, 40, None, 16, None)
+                namespace["DATA_DIR"], namespace["DEMO_SUBJECTS"]) == (64, 40, None, 16, None, 12)
+    monkeypatch.delenv(notebook_ui.REFERENCE_RUN_VARIABLE)  # a user's session: the cohort the check must not replace
+    users = parameters_namespace()
+    assert (users["DEMO_ROOT"], users["DEMO_SUBJECTS"]) == ("data/demo", 48)
+    assert cpu["DEMO_ROOT"] != users["DEMO_ROOT"]  # a cohort of other settings in one root would be rebuilt
 
 
 def test_the_reference_outputs_match_the_notebook_and_the_notebook_opens_clean():
