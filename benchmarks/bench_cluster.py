@@ -13,7 +13,7 @@ gradient all-reduce between processes), not a speed-up: expect at most 1x,
 and noise of 10 % or more on a shared 2-core box.
 
 On a real cluster, train the same flags with one and with N nodes and give
-the run folders to --compare (see the README, "Several machines"):
+the run folders to --compare (see docs/clusters.md):
 
     srun --nodes=1 --ntasks-per-node=1 python train.py $FLAGS --out runs/bench-1node
     srun --nodes=2 --ntasks-per-node=1 python train.py $FLAGS --out runs/bench-2nodes
