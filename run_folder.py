@@ -182,20 +182,90 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-class RunFolder:
-    """The files of one run under ``path``."""
+def settings_from(values, path: Path) -> TrainConfig:
+    """A run's saved settings (config.json's, or a checkpoint's copy) as a resolved TrainConfig, or
+    ConfigFileError naming ``path``."""
+    if not isinstance(values, dict):
+        raise ConfigFileError(f"{path}: expected a JSON object of settings ({{\"arch\": ...}}), "
+                              f"got {type(values).__name__}")
+    if values.get("arch") not in REGULARISED and values.get("r1_gamma") is None and values.get("ema_kimg") is None:
+        # Written before R1, the EMA and augmentation applied to every architecture (config.json has
+        # held resolved values since): these DCGANs trained without them, whatever "augment" says.
+        values.update(r1_gamma=0.0, ema_kimg=0.0, augment="off")
+    try:
+        return TrainConfig.from_dict(values).validate().resolved()
+    except ConfigError as exc:
+        raise ConfigFileError(f"{path}: {exc.field}: {exc.reason}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigFileError(f"{path}: not a run's settings ({exc})") from None
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self.history_path = self.path / HISTORY_FILE
-        self.samples_dir = self.path / SAMPLES_DIR
 
-    def __repr__(self) -> str:
-        return f"RunFolder({str(self.path)!r})"
+def _rewrite_history(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` as the whole of history.csv, through a temporary file (the old one stays if this fails)."""
+    temporary = path.with_name(HISTORY_FILE + ".tmp")
+    try:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, plots.HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
-    # --- one writer
 
-    def acquire_lock(self) -> None:
+def readable_history(path: Path, has_checkpoints: bool) -> tuple[list[dict], list[str]]:
+    """(the complete rows of the history.csv at ``path``, what was wrong with the rest).
+
+    A missing file is a problem only for a run that has checkpoints; one that
+    is not a file, or not text, raises HistoryError.
+    """
+    if not path.exists():
+        return [], ([] if not has_checkpoints else ["the file is missing (a new one is started)"])
+    if not path.is_file():
+        raise HistoryError(f"{path} is not a file (a folder?); move it out of the way and resume again "
+                           "(a new history is then started)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HistoryError(f"{path} is not a text file (byte {exc.start} cannot be read); it was left "
+                           "untouched: restore it, or move it away and resume again (a new history is "
+                           "then started)") from None
+    lines = text.splitlines(keepends=True)
+    problems = []
+    columns = list(plots.HISTORY_COLUMNS)
+    if lines and lines[0].split(",")[0].strip() == "step":
+        columns = next(csv.reader([lines[0]]))
+        lines = lines[1:]
+        first = 2
+    else:
+        first = 1
+        if lines:
+            problems.append("its header line is missing (rows are read in today's column order)")
+    rows, unreadable = [], []
+    for number, line in enumerate(lines, start=first):
+        values = next(csv.reader([line]), [])
+        row = dict(zip(columns, values))
+        if not line.endswith("\n") or len(values) != len(columns) or not plots.is_complete_row(row):
+            if line.strip():
+                unreadable.append(number)
+            continue
+        rows.append(row)
+    if unreadable:
+        cut = unreadable == [first + len(lines) - 1] and not lines[-1].endswith("\n")
+        listed = ", ".join(map(str, unreadable[:10]))
+        problems.append(f"line {unreadable[0]} was cut while it was written (a kill) and is dropped" if cut else
+                        f"{len(unreadable)} unreadable lines dropped (lines {listed})")
+    return rows, problems
+
+
+class RunLock:
+    """The lock file that makes one process the writer of a run folder (see the module docstring)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder)
+
+    def acquire(self) -> None:
         """Make this process the folder's one writer (again, if it is already); see the module docstring.
 
         A lock that cannot be read (a process killed, or a disk that filled,
@@ -210,7 +280,7 @@ class RunFolder:
             try:
                 descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                holder = self._lock_holder(path)
+                holder = self.holder_of(path)
                 if holder is None:
                     continue  # the holder released it between our two looks
                 if not holder and _age_s(path) < FRESH_LOCK_S:
@@ -244,7 +314,7 @@ class RunFolder:
             return False
         origin = holder.get("folder")
         if origin and origin != me["folder"] and Path(origin).is_dir() and \
-                self._lock_holder(Path(origin) / LOCK_FILE) == holder:
+                self.holder_of(Path(origin) / LOCK_FILE) == holder:
             print(f"warning: {path} was copied with the folder from {origin}, which process {holder['pid']} "
                   "trains; this copy is not written by it: taking the copy over", file=sys.stderr)
             return False
@@ -255,7 +325,7 @@ class RunFolder:
         return True
 
     @staticmethod
-    def _lock_holder(path: Path) -> dict | None:
+    def holder_of(path: Path) -> dict | None:
         """The lock's contents; None when there is no lock, {} when it cannot be read."""
         try:
             holder = json.loads(path.read_text() or "{}")
@@ -265,12 +335,34 @@ class RunFolder:
             return {}
         return holder if isinstance(holder, dict) else {}
 
-    def release_lock(self) -> None:
+    def release(self) -> None:
         """Give up the lock if this process holds it."""
         path = self.path / LOCK_FILE
-        holder = self._lock_holder(path)
+        holder = self.holder_of(path)
         if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
             path.unlink(missing_ok=True)
+
+
+class RunFolder:
+    """The files of one run under ``path``."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.history_path = self.path / HISTORY_FILE
+        self.samples_dir = self.path / SAMPLES_DIR
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # --- one writer (RunLock)
+
+    def acquire_lock(self) -> None:
+        """Make this process the folder's one writer (again, if it is already): RunLock.acquire."""
+        RunLock(self.path).acquire()
+
+    def release_lock(self) -> None:
+        """Give up the lock if this process holds it."""
+        RunLock(self.path).release()
 
     def holds_run(self) -> bool:
         return (self.path / CONFIG_FILE).exists() or self.latest_checkpoint() is not None
@@ -327,19 +419,7 @@ class RunFolder:
                                         + (" (and its checkpoints hold no copy of the config)" if source else ""))
             print(f"warning: {path} is missing; using the copy of the run's config in {source} "
                   "(config.json is written again when the run resumes)", file=sys.stderr)
-        if not isinstance(values, dict):
-            raise ConfigFileError(f"{path}: expected a JSON object of settings ({{\"arch\": ...}}), "
-                                  f"got {type(values).__name__}")
-        if values.get("arch") not in REGULARISED and values.get("r1_gamma") is None and values.get("ema_kimg") is None:
-            # Written before R1, the EMA and augmentation applied to every architecture (config.json has
-            # held resolved values since): these DCGANs trained without them, whatever "augment" says.
-            values.update(r1_gamma=0.0, ema_kimg=0.0, augment="off")
-        try:
-            return TrainConfig.from_dict(values).validate().resolved()
-        except ConfigError as exc:
-            raise ConfigFileError(f"{path}: {exc.field}: {exc.reason}") from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigFileError(f"{path}: not a run's settings ({exc})") from None
+        return settings_from(values, path)
 
     def _config_in_checkpoints(self) -> tuple[dict | None, Path | None]:
         """(the config saved in the newest checkpoint that holds one, that checkpoint), else (None, newest or None)."""
@@ -372,7 +452,7 @@ class RunFolder:
         kept beside it as ``history.csv.damaged``.  A history that is not text
         at all, or not a file, raises HistoryError and is left untouched.
         """
-        rows, problems = self._readable_history()
+        rows, problems = readable_history(self.history_path, bool(self.checkpoints()))
         kept = [row for row in rows if int(row["step"]) <= step]
         if not problems and len(kept) == len(rows):
             return  # nothing to drop: no rewrite, so a full disk does not stop a resume here
@@ -381,68 +461,15 @@ class RunFolder:
             shutil.copyfile(self.history_path, damaged)
             print(f"warning: {self.history_path}: " + "; ".join(problems) + f". {len(kept)} rows up to step {step} "
                   f"are kept; the file as it was is in {damaged}", file=sys.stderr)
-        self._write_history(kept)
-
-    def _write_history(self, rows: list[dict]) -> None:
-        temporary = self.history_path.with_name(HISTORY_FILE + ".tmp")
-        try:
-            with open(temporary, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, plots.HISTORY_COLUMNS)
-                writer.writeheader()
-                writer.writerows(rows)
-            os.replace(temporary, self.history_path)
-        except OSError:
-            temporary.unlink(missing_ok=True)
-            raise
-
-    def _readable_history(self) -> tuple[list[dict], list[str]]:
-        """(the complete rows of history.csv, what was wrong with the rest)."""
-        path = self.history_path
-        if not path.exists():
-            return [], ([] if not self.checkpoints() else ["the file is missing (a new one is started)"])
-        if not path.is_file():
-            raise HistoryError(f"{path} is not a file (a folder?); move it out of the way and resume again "
-                               "(a new history is then started)")
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise HistoryError(f"{path} is not a text file (byte {exc.start} cannot be read); it was left "
-                               "untouched: restore it, or move it away and resume again (a new history is "
-                               "then started)") from None
-        lines = text.splitlines(keepends=True)
-        problems = []
-        columns = list(plots.HISTORY_COLUMNS)
-        if lines and lines[0].split(",")[0].strip() == "step":
-            columns = next(csv.reader([lines[0]]))
-            lines = lines[1:]
-            first = 2
-        else:
-            first = 1
-            if lines:
-                problems.append("its header line is missing (rows are read in today's column order)")
-        rows, unreadable = [], []
-        for number, line in enumerate(lines, start=first):
-            values = next(csv.reader([line]), [])
-            row = dict(zip(columns, values))
-            if not line.endswith("\n") or len(values) != len(columns) or not plots.is_complete_row(row):
-                if line.strip():
-                    unreadable.append(number)
-                continue
-            rows.append(row)
-        if unreadable:
-            cut = unreadable == [first + len(lines) - 1] and not lines[-1].endswith("\n")
-            listed = ", ".join(map(str, unreadable[:10]))
-            problems.append(f"line {unreadable[0]} was cut while it was written (a kill) and is dropped" if cut else
-                            f"{len(unreadable)} unreadable lines dropped (lines {listed})")
-        return rows, problems
+        _rewrite_history(self.history_path, kept)
 
     def check_history(self) -> None:
         """Raise HistoryError (changing nothing) when history.csv cannot be read at all: before a resume's work."""
-        self._readable_history()
+        readable_history(self.history_path, bool(self.checkpoints()))
 
     def warn_of_history_gap(self, step: int, log_every: int) -> None:
         """Say so when history.csv stops well short of ``step`` (the resumed checkpoint's): cut or emptied."""
-        rows, _ = self._readable_history()
+        rows, _ = readable_history(self.history_path, bool(self.checkpoints()))
         last = max((int(row["step"]) for row in rows), default=0)
         if step - last >= log_every:  # rows come every log_every steps, and at every stop
             print(f"warning: {self.history_path} has no rows for steps {last + 1} to {step} (it was cut or "

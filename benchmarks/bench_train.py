@@ -122,7 +122,7 @@ def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str 
 
         def trainer_step(index):
             trainer.train_one_step()
-            return trainer._pending[-1] if trainer._pending else {"g_loss": 0.0}
+            return trainer.history.pending[-1] if trainer.history.pending else {"g_loss": 0.0}
 
         return trainer_step, trainer.generator, trainer.discriminator
     engine = engines.current()

@@ -40,6 +40,7 @@ def run_python(code: str, tmp_path: Path, **env) -> dict:
 
 TRAIN_SNIPPET = """
     import json, sys
+    import keras
     import numpy as np
     import training
     from config import TrainConfig
@@ -69,7 +70,7 @@ def test_jax_engine_trains_without_tensorflow_and_its_checkpoint_resumes_on_tens
                                  "style", images=images, progress=False)
     style.fit(progress=False)
     style_row = open("style/history.csv").read().splitlines()
-    print(json.dumps({"backend": training.keras.backend.backend(), "changed": changed, "rows": len(rows) - 1,
+    print(json.dumps({"backend": keras.backend.backend(), "changed": changed, "rows": len(rows) - 1,
                       "tensorflow_imported": "tensorflow" in sys.modules,
                       "environment": json.load(open("run/environment.json")),
                       "style": dict(zip(style_row[0].split(","), style_row[1].split(","))),

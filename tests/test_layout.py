@@ -145,3 +145,19 @@ def test_checkpoint_layout_is_pinned(tmp_path, tiny_images):
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [
         "checkpoints", "config.json", "environment.json", "fixed_latents.npy", "history.csv", "losses.png",
         "real_samples.png", "samples", "samples.png"]
+
+
+def test_no_class_is_over_250_lines_and_the_trainer_is_composed_of_its_parts():
+    """The Trainer trains; its clock, history log, checkpointer and sample grid are objects of their own."""
+    too_long = []
+    for path in sorted(ROOT.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
+                too_long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not too_long, too_long
+    trainer = next(node for node in ast.parse((ROOT / "training.py").read_text()).body
+                   if isinstance(node, ast.ClassDef) and node.name == "Trainer")
+    assigned = {target.attr for node in ast.walk(trainer) if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Attribute)}
+    assert {"clock", "history", "checkpointer", "grid"} <= assigned
+    assert "bookkeeping" in project_imports()["training"] and "training" not in project_imports()["bookkeeping"]
