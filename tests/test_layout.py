@@ -161,3 +161,8 @@ def test_no_class_is_over_250_lines_and_the_trainer_is_composed_of_its_parts():
                 for target in node.targets if isinstance(target, ast.Attribute)}
     assert {"clock", "history", "checkpointer", "grid"} <= assigned
     assert "bookkeeping" in project_imports()["training"] and "training" not in project_imports()["bookkeeping"]
+
+
+def test_the_readme_front_page_stays_at_most_250_lines():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move detail to docs/"
