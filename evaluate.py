@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import numpy as np
 
 import appearance
+import cli
 import data_utils
 import metrics
 from plots import COURSE_SSIM_BAR
@@ -52,28 +53,16 @@ BOOTSTRAP_RESAMPLES = 1000  # for the 95 % intervals of realism, recall and the 
 FIGURE_PICKS = ("worst", "p10", "median", "p90", "best")
 
 
-class FlagError(ValueError):
-    """A problem traced to one command-line flag."""
-
-    def __init__(self, flag: str, message: str):
-        super().__init__(message)
-        self.flag = flag
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="run folder written by train.py")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--demo", action="store_true", help="compare with the demo cohort")
-    source.add_argument("--data", metavar="DIR", help="compare with the OASIS folder DIR")
+    cli.add_run_flags(parser)
+    cli.add_data_flags(parser, "compare with")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"generated images (default {DEFAULT_N})")
     parser.add_argument("--out", help="report JSON (default RUN/evaluation.json); the figure goes beside it (.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents and the real subsets (default 0)")
     parser.add_argument("--held-out", default="test", choices=HELD_OUT_SPLITS,
                         help="the split the samples are measured against (default test). Choose settings on "
                              "validate (train with --splits train), report on test once")
-    parser.add_argument("--checkpoint", help="a checkpoint of the run: its folder, or its name such as "
-                                             "ckpt-00000400 (default: the latest complete one)")
     parser.add_argument("--memorized-threshold", type=float, default=metrics.MEMORIZED_THRESHOLD,
                         help=f"best-match SSIM above which a sample counts as a near-copy "
                              f"(default {metrics.MEMORIZED_THRESHOLD})")
@@ -87,22 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.n < 2:
-        parser.error(f"--n: must be at least 2 (diversity compares pairs), got {args.n}")
-    if args.seed < 0:
-        parser.error(f"--seed: must be a non-negative integer, got {args.seed}")
-    if not 0.0 < args.memorized_threshold <= 1.0:
-        parser.error(f"--memorized-threshold: must be in (0, 1], got {args.memorized_threshold}")
-    if args.out and not args.out.lower().endswith(".json"):
-        parser.error(f"--out: must name a .json file, got {args.out!r}")
-    if args.fid_real < 2:
-        parser.error(f"--fid-real: must be at least 2, got {args.fid_real}")
-    if args.data and not Path(args.data).exists():
-        parser.error(f"--data: {args.data} does not exist")
-    if args.fid and args.inception_size < 75:
-        parser.error(f"--inception-size: InceptionV3 needs at least 75, got {args.inception_size}")
-    if args.fid and args.inception_weights not in ("imagenet", "random") and not Path(args.inception_weights).is_file():
-        parser.error(f"--inception-weights: {args.inception_weights} is not a file (or give 'imagenet' / 'random')")
+    """Each flag's own rule (cli.require names the flag), before anything is loaded."""
+    weights = args.inception_weights
+    for condition, flag, message in (
+        (args.n >= 2, "--n", f"must be at least 2 (diversity compares pairs), got {args.n}"),
+        (args.seed >= 0, "--seed", f"must be a non-negative integer, got {args.seed}"),
+        (0.0 < args.memorized_threshold <= 1.0, "--memorized-threshold", f"must be in (0, 1], got {args.memorized_threshold}"),
+        (not args.out or args.out.lower().endswith(".json"), "--out", f"must name a .json file, got {args.out!r}"),
+        (args.fid_real >= 2, "--fid-real", f"must be at least 2, got {args.fid_real}"),
+        (not args.data or Path(args.data).exists(), "--data", f"{args.data} does not exist"),
+        (not args.fid or args.inception_size >= 75, "--inception-size", f"InceptionV3 needs at least 75, got {args.inception_size}"),
+        (not args.fid or weights in ("imagenet", "random") or Path(weights).is_file(), "--inception-weights",
+         f"{weights} is not a file (or give 'imagenet' / 'random')"),
+    ):
+        cli.require(parser, condition, flag, message)
 
 
 SEARCH_COPIES = 8  # float32 images held per sample while its best matches are searched (the images, SSIM's maps)
@@ -119,6 +106,21 @@ def data_source(config, data_dir=None, demo: bool = False, progress: bool = True
     if config.demo:
         return data_utils.training_folder(config, progress), f"demo cohort ({config.demo_subjects} subjects) in {config.demo_root}"
     return data_utils.resolve_data_dir(config.data_dir), f"data folder {config.data_dir} (the run's own)"
+
+
+def reference_images(config, data_dir=None, demo: bool = False, held_out: str = "test", progress: bool = True):
+    """The real images a run's samples are compared with -> (train, train_files, held-out images, description).
+
+    ``train`` is what the run trained on (its splits, at its size); the
+    held-out images are the split ``held_out`` (HELD_OUT_SPLITS); the folder
+    is ``data_dir``, the demo cohort, or the run's own data (``data_source``).
+    """
+    if held_out not in HELD_OUT_SPLITS:
+        raise ValueError(f"held_out: must be one of {HELD_OUT_SPLITS}, got {held_out!r}")
+    folder, description = data_source(config, data_dir, demo, progress)
+    train_files = data_utils.list_slice_files(folder, config.splits)[: config.limit]
+    train = data_utils.load_oasis(folder, config.splits, config.image_size, limit=config.limit, progress=progress)
+    return train, train_files, data_utils.load_oasis(folder, (held_out,), config.image_size, progress=progress), description
 
 
 def percentile_summary(prefix: str, scores: np.ndarray) -> dict:
@@ -243,13 +245,8 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     from batches import sample_latents
 
     generator, config, state = sampling.load_generator(run_dir, checkpoint)
-    data_dir, description = data_source(config, data_dir, demo, progress)
+    train, train_files, test, description = reference_images(config, data_dir, demo, held_out, progress)
     log(f"run {run_dir} (step {state['step']}, {config.arch} {config.image_size}px); comparing with {description}")
-    train_files = data_utils.list_slice_files(data_dir, config.splits)[: config.limit]
-    train = data_utils.load_oasis(data_dir, config.splits, config.image_size, limit=config.limit, progress=progress)
-    if held_out not in HELD_OUT_SPLITS:
-        raise ValueError(f"held_out: must be one of {HELD_OUT_SPLITS}, got {held_out!r}")
-    test = data_utils.load_oasis(data_dir, (held_out,), config.image_size, progress=progress)
 
     generated = sampling.generate_images(generator, sample_latents(n, config.latent_dim, seed))
     log(f"searching {len(train)} training and {len(test)} {held_out} images for the best match of each of {n} samples")
@@ -297,7 +294,7 @@ def fid_scores(train: np.ndarray, generated: np.ndarray, rng, *, weights: str = 
     try:
         model = fid.inception_model(None if weights == "random" else weights, input_size=input_size)
     except (RuntimeError, FileNotFoundError) as error:
-        raise FlagError("--inception-weights", str(error)) from error
+        raise cli.FlagError("--inception-weights", str(error)) from error
     reals = data_utils.random_subset(train, real, rng)
     log(f"InceptionV3 features of {len(reals)} real and {len(generated)} generated images")
     real_features, fake_features = fid.inception_features(model, reals), fid.inception_features(model, generated)
@@ -419,13 +416,11 @@ def summary_lines(report: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from run_folder import check_run_fits, check_script_outputs
-
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
-    check_script_outputs(parser, {"--out": args.out})
-    check_run_fits(parser, args.run, args.n, lambda config: SEARCH_COPIES * 4 * config.image_size ** 2, "evaluating")
+    cli.check_outputs(parser, {"--out": args.out})
+    cli.check_run_fits(parser, args.run, args.n, lambda config: SEARCH_COPIES * 4 * config.image_size ** 2, "evaluating")
     log = (lambda *a: None) if args.quiet else print
     fid_options = {"weights": args.inception_weights, "real": args.fid_real,
                    "input_size": args.inception_size} if args.fid else None
@@ -433,10 +428,8 @@ def main(argv=None) -> int:
         report = evaluate_run(args.run, data_dir=args.data, demo=args.demo, n=args.n, seed=args.seed,
                               held_out=args.held_out, checkpoint=args.checkpoint, memorized_threshold=args.memorized_threshold,
                               out=args.out, fid=fid_options, progress=not args.quiet, log=log)
-    except FlagError as error:
-        parser.error(f"{error.flag}: {error}")
-    except (FileNotFoundError, ValueError, RuntimeError) as error:  # DataError, CheckpointError, bad run folder
-        parser.error(f"{'--data' if args.data and isinstance(error, data_utils.DataError) else '--run'}: {error}")
+    except (FileNotFoundError, ValueError, RuntimeError) as error:  # FlagError, DataError, CheckpointError, a bad run
+        parser.error(cli.flag_message(error, data_flag="--data" if args.data else "--run", default_flag="--run"))
     print("\n".join(summary_lines(report)))
     return 0
 

@@ -23,39 +23,30 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
+import cli
+
 MAX_GRID = 1024  # more images than this go to --npy; the grid shows the first ones
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="run folder written by train.py")
+    cli.add_run_flags(parser)
     parser.add_argument("--n", type=int, default=64, help="how many images (default 64)")
     parser.add_argument("--out", required=True, help="PNG grid to write")
     parser.add_argument("--npy", help="also save the images as a float32 .npy array")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default 0)")
-    parser.add_argument("--checkpoint", help="a checkpoint of the run: its folder, or its name such as "
-                                             "ckpt-00000400 (default: the latest complete one)")
     parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
                         help="StyleGAN only: truncation psi in [0, 1] (default 1: no truncation)")
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"--n: must be a positive integer, got {args.n}")
-    if args.seed < 0:
-        parser.error(f"--seed: must be a non-negative integer, got {args.seed}")
-    if not args.out.lower().endswith(".png"):
-        parser.error(f"--out: must name a .png file, got {args.out!r}")
-    if args.npy and not args.npy.lower().endswith(".npy"):
-        parser.error(f"--npy: must name a .npy file, got {args.npy!r}")
-    if not 0.0 <= args.truncation <= 1.0:
-        parser.error(f"--truncation: must be a number in [0, 1], got {args.truncation}")
-
-    from run_folder import check_script_outputs
-
-    check_script_outputs(parser, {"--out": args.out, "--npy": args.npy})
-
-    from run_folder import check_run_fits
-
-    check_run_fits(parser, args.run, args.n, lambda saved: 4 * (saved.image_size ** 2 + saved.latent_dim), "generating")
+    cli.require(parser, args.n >= 1, "--n", f"must be a positive integer, got {args.n}")
+    cli.require(parser, args.seed >= 0, "--seed", f"must be a non-negative integer, got {args.seed}")
+    cli.require(parser, args.out.lower().endswith(".png"), "--out", f"must name a .png file, got {args.out!r}")
+    cli.require(parser, not args.npy or args.npy.lower().endswith(".npy"), "--npy",
+                f"must name a .npy file, got {args.npy!r}")
+    cli.require(parser, 0.0 <= args.truncation <= 1.0, "--truncation", f"must be a number in [0, 1], got {args.truncation}")
+    cli.check_outputs(parser, {"--out": args.out, "--npy": args.npy})
+    cli.check_run_fits(parser, args.run, args.n, lambda saved: 4 * (saved.image_size ** 2 + saved.latent_dim),
+                       "generating")
 
     import sampling  # Keras loads here, after the flags are checked
 
@@ -64,8 +55,8 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         parser.error(f"--run: {error}")
 
-    if args.truncation != 1.0 and config.arch != "stylegan":
-        parser.error(f"--truncation: only StyleGAN runs have a style space to truncate; {args.run} is {config.arch}")
+    cli.require(parser, args.truncation == 1.0 or config.arch == "stylegan", "--truncation",
+                f"only StyleGAN runs have a style space to truncate; {args.run} is {config.arch}")
 
     import data_utils
     from batches import sample_latents

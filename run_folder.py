@@ -28,7 +28,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -103,62 +102,6 @@ def _reports_write_errors(method):
             raise WriteError(_write_failure(self.path, exc)) from exc
 
     return wrapper
-
-
-def check_writable(path, flag: str, folder: bool) -> None:
-    """Raise ValueError naming ``flag`` unless ``path`` can be written (as a folder, or as a file).
-
-    Checked before any work starts: the nearest existing folder must take a
-    new file, and the path itself must not be a file where a folder is meant
-    (or the reverse).
-    """
-    path = Path(path)
-    if folder and path.exists() and not path.is_dir():
-        raise ValueError(f"{flag}: {path} is a file; give a folder for the run")
-    if not folder and path.is_dir():
-        raise ValueError(f"{flag}: {path} is a folder; give a file name")
-    existing = path if folder and path.is_dir() else path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"{flag}: {existing} is a file, so {path} cannot be made")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise ValueError(f"{flag}: cannot write in {existing} ({exc.strerror or exc}); choose another place") from None
-
-
-def check_script_outputs(parser, files: dict) -> None:
-    """For generate.py and evaluate.py: ``parser.error`` naming the flag when one of ``files`` ({flag: path
-    or None}) cannot be written, or when KERAS_BACKEND cannot run; before any model or data is loaded."""
-    from config import backend_problem
-
-    try:
-        for flag, path in files.items():
-            if path:
-                check_writable(path, flag, folder=False)
-        if backend_problem():
-            raise ValueError(backend_problem())
-    except ValueError as error:
-        parser.error(str(error))
-
-
-def check_run_fits(parser, run, n: int, bytes_per_image, what: str) -> TrainConfig:
-    """For generate.py and evaluate.py: the run's config, after ``parser.error`` naming --run when it cannot be
-    read, or --n when ``n`` times ``bytes_per_image(config)`` cannot fit in memory; before Keras loads."""
-    from config import check_fits_in_memory
-
-    try:
-        config = RunFolder(run).read_config()
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(f"--run: {error}")
-    try:
-        check_fits_in_memory("--n", n * bytes_per_image(config),
-                             f"{what} {n} images of {config.image_size}x{config.image_size}")
-    except ValueError as error:
-        parser.error(str(error))
-    return config
 
 
 def _age_s(path: Path) -> float:

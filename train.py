@@ -22,6 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+import cli  # the flags and checks the three tools share; no framework
 import cluster  # which process of how many; no framework
 import config  # no Keras: --help and flag errors answer at once
 
@@ -44,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(parser)
     parser.add_argument("--out", metavar="RUN", help="run folder (default: runs/<arch>-<size>px-<n>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest good checkpoint")
-    parser.add_argument("--checkpoint", metavar="NAME", help="with --resume: continue from this checkpoint instead "
-                                                             "(its name, e.g. ckpt-00000400, or its folder)")
+    parser.add_argument("--checkpoint", metavar="NAME", help="with --resume: " + cli.CHECKPOINT_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     several = parser.add_argument_group(
         "several processes (one per node; see the README): TensorFlow reads TF_CONFIG or Slurm, "
@@ -58,17 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds to wait for the other processes, at the start and on each step, before "
                               "giving up with an error (default 300)")
     return parser
-
-
-def flag_message(error: Exception) -> str:
-    """The error's message, with a config field replaced by the flag that sets it."""
-    if isinstance(error, config.ConfigError):
-        return f"{config.flag_of(error.field) or error.field}: {error.reason}"
-    import data_utils
-
-    if isinstance(error, data_utils.DataError):
-        return f"--data: {error}"
-    return str(error)
 
 
 def start_or_resume(args: argparse.Namespace, settings: dict):
@@ -89,7 +78,8 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
         if not settings.get("demo") and not settings.get("data_dir"):
             raise config.ConfigError("data_dir", "give --demo or --data DIR")
         config.TrainConfig.from_dict(config.with_length_defaults(settings, CPU_IMAGE_SIZE)).validate()
-    from run_folder import RunFolder, check_writable  # NumPy, PIL and matplotlib, no Keras
+    from cli import check_writable
+    from run_folder import RunFolder  # NumPy, PIL and matplotlib, no Keras
 
     if args.resume:
         deterministic = settings.get("deterministic", RunFolder(args.out).read_config().deterministic)
@@ -158,9 +148,9 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
         if cluster.joined().multi:  # the others wait for this one: leave now, without the exit handlers' barriers
-            print(f"error: {flag_message(error)}", file=sys.stderr, flush=True)
+            print(f"error: {cli.flag_message(error)}", file=sys.stderr, flush=True)
             os._exit(2)
-        parser.error(flag_message(error))  # ConfigError, DataError, CheckpointError: each names its flag or file
+        parser.error(cli.flag_message(error))  # ConfigError, DataError, CheckpointError: each names its flag or file
 
     import keras
 

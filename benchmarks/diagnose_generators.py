@@ -78,10 +78,7 @@ def main(argv=None) -> None:
     config = run.read_config()
     if "test" in config.splits:
         parser.error(f"--run: {args.run} trained on the test split; realism and recall need it held out")
-    data_dir, description = evaluate.data_source(config, args.data, progress=False)
-    files = data_utils.list_slice_files(data_dir, config.splits)[: config.limit]
-    train = data_utils.load_oasis(data_dir, config.splits, config.image_size, limit=config.limit, progress=False)
-    test = data_utils.load_oasis(data_dir, ("test",), config.image_size, progress=False)
+    train, files, test, description = evaluate.reference_images(config, args.data, progress=False)
     levels = [data_utils.slice_level(path) for path in files]
     latents = sample_latents(args.n, config.latent_dim, args.seed)
     kept = [folder for _, folder in checkpoints.list_checkpoints(args.run)]

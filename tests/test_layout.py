@@ -166,3 +166,12 @@ def test_no_class_is_over_250_lines_and_the_trainer_is_composed_of_its_parts():
 def test_the_readme_front_page_stays_at_most_250_lines():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250, f"README.md has {len(lines)} lines: move detail to docs/"
+
+
+def test_the_three_tools_share_one_cli_module_for_their_common_flags_and_checks():
+    graph = project_imports()
+    for tool in ("train", "generate", "evaluate"):
+        assert "cli" in graph[tool], tool
+    assert graph["cli"] <= {"config", "data_utils", "run_folder"}, "cli.py must stay light (no Keras)"
+    sources = "".join((ROOT / f"{tool}.py").read_text() for tool in ("train", "generate", "evaluate"))
+    assert "ckpt-00000400" not in sources  # the --checkpoint help is written once, in cli.py
