@@ -404,8 +404,9 @@ def random_subset(images: np.ndarray, count: int, rng: np.random.Generator) -> n
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """float images in [-1, 1] (any leading shape, optional channel) -> uint8 0..255."""
-    images = np.asarray(images, dtype=np.float32)
+    """float images in [-1, 1] (any leading shape, optional channel) -> uint8 0..255; NaN (a diverged
+    generator's) shows as black."""
+    images = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=-1.0, posinf=1.0, neginf=-1.0)
     if images.ndim >= 3 and images.shape[-1] == 1:
         images = images[..., 0]
     return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)

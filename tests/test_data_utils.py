@@ -282,3 +282,12 @@ def test_a_cohort_of_other_settings_is_replaced_once_the_new_one_is_complete(tmp
     again = data_utils.make_demo_dataset(tmp_path, n_subjects=4, workers=1)
     assert again == first and len(list(again.rglob("*.png"))) == 4 * 32
     assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name] == []  # the old one is gone too
+
+
+def test_a_diverged_generator_s_nan_and_inf_pixels_become_black_and_white_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warned "invalid value encountered in cast" on NaN
+        pixels = data_utils.to_uint8(np.array([[np.nan, 1.0, -1.0, np.inf, -np.inf, 0.0]], np.float32))
+    assert pixels.tolist() == [[0, 255, 0, 255, 0, 128]]
