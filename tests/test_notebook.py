@@ -34,7 +34,7 @@ def parameters_namespace(gpu: bool = False) -> dict:
     return namespace
 
 
-def run_fresh(arguments: list, cwd: Path, environment: dict | None = None, timeout: int = 900) -> str:
+def run_fresh(arguments: list, cwd: Path, environment: dict | None = None, timeout: int = 600) -> str:
     """Run ``python ARGUMENTS`` in a fresh process -> its output; a failure shows the output's end.
 
     Notebooks run this way, not through nbclient inside the suite's own process: late in the suite that
@@ -190,7 +190,7 @@ def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
     parameters = dict(ARCH="stylegan", EPOCHS=1, IMAGE_SIZE=32, BATCH_SIZE=8, DEMO_ROOT=str(tmp_path / "demo"),
                       DEMO_SUBJECTS=3, RUN_DIR=str(run), N_SEARCH=4, TOP_K=2, WALK_STEPS=5)
     run_fresh(["-m", "papermill", str(NOTEBOOK), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), "-k", "python3",
-               "--no-progress-bar", *(part for name, value in parameters.items() for part in ("-p", name, str(value)))],
+               "--no-progress-bar", "--execution-timeout", "300", *(part for name, value in parameters.items() for part in ("-p", name, str(value)))],
               ROOT, environment)  # nbval runs the default dcgan; this run takes the StyleGAN branches (EMA, mixing)
     config = json.loads((run / "config.json").read_text())
     assert config["epochs"] == 1 and config["steps"] is None and config["image_size"] == 32
