@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-import notebook_ui
+from oasis_gan import notebook_ui
 
 ROOT = Path(__file__).resolve().parent
 NOTEBOOK = ROOT / "driver.ipynb"

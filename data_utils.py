@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from config import SPLITS  # ("train", "validate", "test"), declared once with the settings
+from oasis_gan.config import SPLITS  # ("train", "validate", "test"), declared once with the settings
 
 SPLIT_FOLDER = "keras_png_slices_{}"
 DATASET_FOLDER = "keras_png_slices_data"
@@ -455,7 +455,7 @@ def make_demo_dataset(root, n_subjects: int = 48, seed: int = 0, workers: int | 
     written with OASIS names and a subject-level train/validate/test split.
     An existing cohort built with the same settings is reused.
     """
-    from demo_cohort import build_demo_cohort
+    from oasis_gan.demo_cohort import build_demo_cohort
 
     folders = {split: SPLIT_FOLDER.format(split) for split in SPLITS}
     return build_demo_cohort(Path(root) / DATASET_FOLDER, folders, n_subjects=n_subjects, seed=seed,

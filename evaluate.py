@@ -41,11 +41,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
-import appearance
-import cli
 import data_utils
 import metrics
-from plots import COURSE_SSIM_BAR
+from oasis_gan import cli
+from oasis_gan.evaluation import appearance
+from oasis_gan.plots import COURSE_SSIM_BAR
 
 DEFAULT_N = 64
 HELD_OUT_SPLITS = ("test", "validate")
@@ -97,7 +97,7 @@ SEARCH_COPIES = 8  # float32 images held per sample while its best matches are s
 
 def data_source(config, data_dir=None, demo: bool = False, progress: bool = True) -> tuple[Path, str]:
     """The folder to compare with: ``data_dir``, the demo cohort, or else the data the run trained on."""
-    from config import TrainConfig
+    from oasis_gan.config import TrainConfig
 
     if data_dir:
         return data_utils.resolve_data_dir(data_dir), f"data folder {data_dir}"
@@ -136,7 +136,7 @@ def figure_picks(scores: np.ndarray) -> list[tuple[str, int]]:
 
 def matches_figure(generated: np.ndarray, references: np.ndarray, best_index: np.ndarray, best_score: np.ndarray):
     """The worst, p10, median, p90 and best samples beside their best matches (a matplotlib Figure)."""
-    import plots
+    from oasis_gan import plots
 
     picks = figure_picks(best_score)
     return plots.matches_figure(
@@ -241,8 +241,8 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     keys hold its figures, ``held_out_split`` names it); ``fid`` (e.g.
     ``{"weights": "imagenet", "real": 2048, "input_size": 299}``) adds FID and KID.  Returns the report, with the paths it wrote.
     """
-    import sampling
-    from batches import sample_latents
+    from oasis_gan.runs import sampling
+    from oasis_gan.batches import sample_latents
 
     generator, config, state = sampling.load_generator(run_dir, checkpoint)
     train, train_files, test, description = reference_images(config, data_dir, demo, held_out, progress)
@@ -277,7 +277,7 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
 
 
 def _save_levels_figure(report: dict, path: Path) -> None:
-    import plots
+    from oasis_gan import plots
 
     plots.levels_figure({name: report[f"level_histogram_{key}"] for name, key in
                          (("training set", "train"), ("samples' best matches", "generated"),
@@ -289,7 +289,7 @@ def _save_levels_figure(report: dict, path: Path) -> None:
 def fid_scores(train: np.ndarray, generated: np.ndarray, rng, *, weights: str = "imagenet", real: int = 2048,
                input_size: int = 299, seed: int = 0, log=print) -> dict:
     """FID and KID between ``real`` random training images and the generated ones (InceptionV3 features)."""
-    import fid
+    from oasis_gan.evaluation import fid
 
     try:
         model = fid.inception_model(None if weights == "random" else weights, input_size=input_size)

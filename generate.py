@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 import numpy as np
 
-import cli
+from oasis_gan import cli
 
 MAX_GRID = 1024  # more images than this go to --npy; the grid shows the first ones
 
@@ -48,18 +48,20 @@ def main(argv=None) -> int:
     cli.check_run_fits(parser, args.run, args.n, lambda saved: 4 * (saved.image_size ** 2 + saved.latent_dim),
                        "generating")
 
-    import sampling  # Keras loads here, after the flags are checked
+    from oasis_gan.runs import sampling  # Keras loads here, after the flags are checked
 
     try:
         generator, config, state = sampling.load_generator(args.run, args.checkpoint)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         parser.error(f"--run: {error}")
 
-    cli.require(parser, args.truncation == 1.0 or config.arch == "stylegan", "--truncation",
+    from oasis_gan.architectures import table
+
+    cli.require(parser, args.truncation == 1.0 or table.get(config.arch).styles, "--truncation",
                 f"only StyleGAN runs have a style space to truncate; {args.run} is {config.arch}")
 
     import data_utils
-    from batches import sample_latents
+    from oasis_gan.batches import sample_latents
 
     latents = sample_latents(args.n, config.latent_dim, args.seed)
     images = sampling.generate_images(generator, latents, truncation_psi=args.truncation)

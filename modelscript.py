@@ -12,7 +12,7 @@ Architectures (``arch``):
     dcgan-classic's networks, but the generator's last upsampling keeps 32
     channels (batchnorm, ReLU) and a 3x3 conv draws the image from them (less
     pixel speckle than a transposed conv straight to the image leaves),
-    trained with the regularisers of StyleGAN2-ADA (architectures.py): R1 on
+    trained with the regularisers of StyleGAN2-ADA (oasis_gan/architectures/gan.py): R1 on
     D, a generator EMA that draws the samples, and adaptive augmentation.  On
     the CPU demo budget it is the most realistic (docs/results.md).
 ``"dcgan"`` (seed 000's design)
@@ -28,12 +28,15 @@ Architectures (``arch``):
     halving the filters up to S (five of them at 128, six at 256), ReLU and
     batchnorm, tanh output, Glorot-normal initialisation.  D: the mirror, with
     LeakyReLU(0.2), batchnorm after the first layer, no dropout.
-``"stylegan"`` (StyleGAN2, as seeds 002 and 004 aimed for; stylegan.py)
+``"stylegan"`` (StyleGAN2, as seeds 002 and 004 aimed for; oasis_gan/architectures/stylegan.py)
     G: mapping network (equalised learning rate) to a style vector w, a
     learned constant 4x4 input, modulated/demodulated 3x3 convs with
     per-layer noise, skip "to image" outputs, tanh.  D: residual blocks with
     minibatch standard deviation.  Trained with R1, style mixing, a generator
-    EMA and adaptive augmentation (training.py, augment.py).
+    EMA and adaptive augmentation (oasis_gan/engines/objectives.py, oasis_gan/augment.py).
+
+Each architecture is one entry of oasis_gan/architectures/table.py (its
+defaults, its regularisers, its two builders below, by name).
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ import math
 import keras
 from keras import layers
 
-import stylegan
-from config import ARCH_DEFAULTS, ARCHITECTURES, IMAGE_SIZES
+from oasis_gan.architectures import stylegan, table
+from oasis_gan.config import check_model
 
 LEAK = 0.2  # LeakyReLU slope, as in Radford et al. and all seeds
 DROPOUT = 0.4  # seed 000: slows the discriminator down
@@ -58,17 +61,12 @@ DENSE_UNITS_CAP = 2**17  # dcgan: keeps the projection under ~33M weights at 256
 
 
 def check_arch(arch: str, image_size: int) -> None:
-    """Raise ValueError naming the bad argument."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
-    if image_size not in IMAGE_SIZES:
-        raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
+    """Raise ValueError naming the bad argument (the check TrainConfig.validate makes)."""
+    check_model(arch, image_size)
 
 
 def default_latent_dim(arch: str) -> int:
-    if arch not in ARCH_DEFAULTS:
-        raise ValueError(f"arch must be one of {ARCHITECTURES}, got {arch!r}")
-    return ARCH_DEFAULTS[arch]["latent_dim"]
+    return table.get(arch).defaults["latent_dim"]
 
 
 def _resolve_latent(arch: str, latent_dim: int | None) -> int:
@@ -81,19 +79,13 @@ def _resolve_latent(arch: str, latent_dim: int | None) -> int:
 def build_generator(arch: str = "dcgan", image_size: int = 256, latent_dim: int | None = None) -> keras.Model:
     """``(B, latent_dim)`` latent vectors -> ``(B, S, S, 1)`` images in [-1, 1]."""
     check_arch(arch, image_size)
-    latent_dim = _resolve_latent(arch, latent_dim)
-    if arch == "dcgan-plus":
-        return _classic_generator(image_size, latent_dim, refine=True)
-    builders = {"dcgan": _dcgan_generator, "dcgan-classic": _classic_generator, "stylegan": stylegan.build_generator}
-    return builders[arch](image_size, latent_dim)
+    return table.get(arch).build_generator(image_size, _resolve_latent(arch, latent_dim))
 
 
 def build_discriminator(arch: str = "dcgan", image_size: int = 256) -> keras.Model:
     """``(B, S, S, 1)`` images -> ``(B, 1)`` logits (real = 1, fake = 0)."""
     check_arch(arch, image_size)
-    builders = {"dcgan": _dcgan_discriminator, "dcgan-classic": _classic_discriminator,
-                "dcgan-plus": _classic_discriminator, "stylegan": stylegan.build_discriminator}
-    return builders[arch](image_size)
+    return table.get(arch).build_discriminator(image_size)
 
 
 def io_shapes(model: keras.Model) -> tuple[tuple, tuple]:
@@ -117,7 +109,7 @@ def generator_io(generator) -> tuple[int, int]:
 # ----------------------------------------------------------------- dcgan
 
 
-def _dcgan_generator(image_size: int, latent_dim: int) -> keras.Model:
+def dcgan_generator(image_size: int, latent_dim: int) -> keras.Model:
     start = image_size // 8  # three stride-2 upsamplings reach image_size
     channels = min(256, DENSE_UNITS_CAP // (start * start))
     latent_vectors = keras.Input((latent_dim,), name="latent_vectors")
@@ -136,7 +128,7 @@ def _dcgan_generator(image_size: int, latent_dim: int) -> keras.Model:
     return keras.Model(latent_vectors, images, name=f"dcgan_generator_{image_size}")
 
 
-def _dcgan_discriminator(image_size: int) -> keras.Model:
+def dcgan_discriminator(image_size: int) -> keras.Model:
     images = keras.Input((image_size, image_size, 1), name="images")
     x = images
     for index in range(int(math.log2(image_size // 4))):
@@ -156,7 +148,7 @@ def _dcgan_discriminator(image_size: int) -> keras.Model:
 _GLOROT = "glorot_normal"
 
 
-def _classic_generator(image_size: int, latent_dim: int, refine: bool = False) -> keras.Model:
+def classic_generator(image_size: int, latent_dim: int, refine: bool = False) -> keras.Model:
     """dcgan-classic's generator; ``refine`` (dcgan-plus) ends in a 3x3 conv instead of a transposed one.
 
     A 4x4 stride-2 transposed conv straight to the image gives each of the four
@@ -192,7 +184,12 @@ def _classic_generator(image_size: int, latent_dim: int, refine: bool = False) -
     return keras.Model(latent_vectors, images, name=f"plus_generator_{image_size}")
 
 
-def _classic_discriminator(image_size: int) -> keras.Model:
+def plus_generator(image_size: int, latent_dim: int) -> keras.Model:
+    """dcgan-plus's generator: dcgan-classic's, drawing the image with a 3x3 conv (``refine``)."""
+    return classic_generator(image_size, latent_dim, refine=True)
+
+
+def classic_discriminator(image_size: int) -> keras.Model:
     images = keras.Input((image_size, image_size, 1), name="images")
     x = images
     n_down = int(math.log2(image_size // 4))
@@ -238,7 +235,7 @@ def forward_flops(model: keras.Model) -> int:
 
 
 def train_step_flops(generator: keras.Model, discriminator: keras.Model) -> int:
-    """FLOPs per image of one training step (``steps_tf.train_step``).
+    """FLOPs per image of one training step (``tensorflow_engine.train_step``).
 
     The step runs G once and D twice (real and generated) forward, then back
     through all three; a backward pass costs about twice its forward pass

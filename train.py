@@ -22,11 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-import cli  # the flags and checks the three tools share; no framework
-import cluster  # which process of how many; no framework
-import config  # no Keras: --help and flag errors answer at once
-
-CPU_IMAGE_SIZE, GPU_IMAGE_SIZE = 64, 256  # the default resolution without and with an accelerator
+from oasis_gan import cli  # the flags and checks the three tools share; no framework
+from oasis_gan import cluster  # which process of how many; no framework
+from oasis_gan import config  # no Keras: --help and flag errors answer at once
+from oasis_gan import machine  # the defaults that depend on the machine; no framework until detect()
 
 
 def seconds(text: str) -> float:
@@ -54,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     several.add_argument("--num-processes", type=int, metavar="N", help="how many processes train the run (JAX)")
     several.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N-1; 0 writes "
                                                                      "the run folder (JAX)")
-    several.add_argument("--cluster-timeout", type=seconds, default=300.0, metavar="S",
+    several.add_argument("--cluster-timeout", type=seconds, default=cluster.DEFAULT_TIMEOUT_S, metavar="S",
                          help="seconds to wait for the other processes, at the start and on each step, before "
-                              "giving up with an error (default 300)")
+                              f"giving up with an error (default {cluster.DEFAULT_TIMEOUT_S:g})")
     return parser
 
 
@@ -77,9 +76,9 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
     if not args.resume:  # the flags alone, before anything heavier is imported
         if not settings.get("demo") and not settings.get("data_dir"):
             raise config.ConfigError("data_dir", "give --demo or --data DIR")
-        config.TrainConfig.from_dict(config.with_length_defaults(settings, CPU_IMAGE_SIZE)).validate()
-    from cli import check_writable
-    from run_folder import RunFolder  # NumPy, PIL and matplotlib, no Keras
+        machine.resolve(settings, machine.CPU)  # a check of the flags only: the run's config is made below
+    from oasis_gan.cli import check_writable
+    from oasis_gan.runs.run_folder import RunFolder  # NumPy, PIL and matplotlib, no Keras
 
     if args.resume:
         deterministic = settings.get("deterministic", RunFolder(args.out).read_config().deterministic)
@@ -95,9 +94,9 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
         if found.is_chief:
             check_writable(args.out or "runs", "--out", folder=True)
 
-    import engines  # Keras and TensorFlow (or JAX) load here
-    from run_folder import next_run_dir
-    from training import Trainer
+    from oasis_gan import engines  # Keras and TensorFlow (or JAX) load here
+    from oasis_gan.runs.run_folder import next_run_dir
+    from oasis_gan.training import Trainer
 
     engine = engines.current()
     if deterministic:  # JAX reads its flag when it starts its devices: before anything asks for them
@@ -108,15 +107,14 @@ def start_or_resume(args: argparse.Namespace, settings: dict):
     progress = not args.quiet and found.is_chief
     if args.resume:
         return Trainer.resume(args.out, progress=progress, checkpoint=args.checkpoint, **settings)
+    here = machine.Machine.detect()
+    run_config = machine.resolve(settings, here)
     if "image_size" not in settings:
-        gpu = bool(engine.accelerators())
-        settings["image_size"] = GPU_IMAGE_SIZE if gpu else CPU_IMAGE_SIZE
-        print(f"image size: {settings['image_size']} ({'GPU found' if gpu else 'CPU only'}; set --image-size to choose)")
-    if settings.get("precision", "auto") == "auto":  # the demo's length follows it
-        settings["precision"] = engines.resolve_precision("auto")
-        native = "native" if settings["precision"] == "mixed_bfloat16" else "not native"
-        print(f"precision: {settings['precision']} (bfloat16 is {native} here; set --precision to choose)")
-    run_config = config.TrainConfig.from_dict(config.with_length_defaults(settings, settings["image_size"]))
+        print(f"image size: {run_config.image_size} ({'GPU found' if here.accelerator else 'CPU only'}; "
+              "set --image-size to choose)")
+    if settings.get("precision", "auto") == "auto":
+        native = "native" if here.native_bfloat16 else "not native"
+        print(f"precision: {run_config.precision} (bfloat16 is {native} here; set --precision to choose)")
     run_dir = Path(args.out) if args.out else next_run_dir(run_config.arch, run_config.image_size)
     return Trainer.new(run_config, run_dir, progress=progress)
 
@@ -126,8 +124,8 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal numbe
 
 def ending_errors() -> tuple:
     """Errors that end a run without being a usage error: another writer, a full disk."""
-    import checkpoints
-    import run_folder
+    from oasis_gan.runs import checkpoints
+    from oasis_gan.runs import run_folder
 
     return run_folder.RunLocked, run_folder.WriteError, checkpoints.CheckpointWriteError
 
@@ -161,8 +159,8 @@ def main(argv=None) -> int:
     data = f"demo cohort in {trainer.config.demo_root}" if trainer.config.demo else trainer.config.data_dir
     print(f"run folder: {trainer.run_dir}  ({trainer.total_steps} steps, {trainer.steps_per_epoch} per epoch, "
           f"{len(trainer.images)} images from {data}, starting at step {trainer.step})")
-    from run_folder import FINAL_SAMPLES, LOSS_PLOT
-    from training import TrainingDiverged
+    from oasis_gan.runs.run_folder import FINAL_SAMPLES, LOSS_PLOT
+    from oasis_gan.training import TrainingDiverged
 
     try:  # Ctrl-C and SIGTERM (cluster time limits, `kill`) stop after the current step, checkpoint first
         status = trainer.fit(progress=not args.quiet and trainer.cluster.is_chief)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 def launch(processes: int, flags: list[str], run: Path) -> None:
     """Train ``run`` with ``processes`` local processes of one run; raise with their output if one fails."""
     jax = os.environ.get("KERAS_BACKEND") == "jax"
-    import cluster
+    from oasis_gan import cluster
 
     ports = cluster.free_ports(processes)
     started = []

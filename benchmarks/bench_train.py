@@ -13,7 +13,7 @@ same machine:
   project: a ``tf.function`` around two GradientTapes (TensorFlow only;
   DCGANs only, since StyleGAN's step has more to it).  The yardstick.
 * ``engine``: the project's compiled step (the architecture's
-  ``train_step``, architectures.py): a tf.function on TensorFlow, jax.jit on JAX.
+  ``train_step``, oasis_gan/architectures/gan.py): a tf.function on TensorFlow, jax.jit on JAX.
 * ``engine-xla``: the same with XLA ``jit_compile`` (TensorFlow only; JAX
   always compiles with XLA).
 * ``trainer``: ``Trainer.train_one_step`` as a run calls it: drawing the
@@ -54,11 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras
 import numpy as np
 
-import architectures
-import engines
 import modelscript
-import training
-from config import ARCHITECTURES, PRECISIONS, TrainConfig
+from oasis_gan import engines, training
+from oasis_gan.architectures import gan
+from oasis_gan.config import ARCHITECTURES, PRECISIONS, TrainConfig
 
 MODES = ("plain", "engine", "engine-xla", "trainer")
 TENSORFLOW_ONLY = ("plain", "engine-xla")
@@ -108,7 +107,7 @@ def plain_tape_step(generator, discriminator, g_optimizer, d_optimizer):
 def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str = "float32"):
     """``step(index) -> metrics`` for one configuration, and its (generator, discriminator).
 
-    The engine modes run the architecture's own step (architectures.py) on
+    The engine modes run the architecture's own step (oasis_gan/architectures/gan.py) on
     one fixed batch; StyleGAN runs its R1 variant on every ``r1_every``-th
     step as the trainer does, with augmentation on (p starts at 0.2) and the
     EMA update included.
@@ -129,10 +128,10 @@ def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str 
     real = engine.to_device(rng.uniform(-1, 1, (batch_size, size, size, 1)).astype(np.float32))
     latents = engine.to_device(rng.standard_normal((batch_size, config.latent_dim)).astype(np.float32))
     if mode == "plain":
-        generator, discriminator = architectures.build_networks(config)
-        compiled = plain_tape_step(generator, discriminator, *architectures.make_optimizers(config))
+        generator, discriminator = gan.build_networks(config)
+        compiled = plain_tape_step(generator, discriminator, *gan.make_optimizers(config))
         return (lambda index: compiled(real, latents)), generator, discriminator
-    model = architectures.for_config(config)
+    model = gan.for_config(config)
     model.build(engine)
     if model.augment.enabled:
         model.augment.probability = 0.2

@@ -47,8 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import ARCHITECTURES as ARCHS  # noqa: E402
-from config import TrainConfig  # noqa: E402
+from oasis_gan.config import ARCHITECTURES as ARCHS  # noqa: E402
+from oasis_gan.config import TrainConfig  # noqa: E402
 
 DEMO_SUBJECTS = TrainConfig.demo_subjects
 
@@ -57,7 +57,7 @@ UNLIMITED_STEPS = 10**7  # the equal-minutes runs stop on the clock
 
 def finished(run: Path) -> bool:
     """Whether the run's last session ended with the run done (its last checkpoint is its final one)."""
-    import plots
+    from oasis_gan import plots
 
     if not (run / "history.csv").is_file() or not (run / "samples.png").is_file():
         return False
@@ -188,7 +188,7 @@ def yardstick_row(report: dict) -> list[str]:
 
 def run_summary(run: Path) -> tuple[float, int, float]:
     """(training seconds, last step, median images/s) as the run logged them."""
-    import plots
+    from oasis_gan import plots
 
     history = plots.read_history(run / "history.csv")
     rates = sorted(history["images_per_s"])

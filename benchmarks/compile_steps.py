@@ -7,7 +7,7 @@
     ... --layers                                      # StyleGAN: each generator layer on its own
 
 A regularised architecture trains with several variants of its step (plain,
-R1, path length, both: see architectures.py), each compiled once.  This
+R1, path length, both: see oasis_gan/architectures/gan.py), each compiled once.  This
 prints, per variant, the seconds to trace it (Keras code) and to compile it
 (XLA), then the seconds of its first call and of each later one (the mean
 of CALLS), and how many compiles those calls set off (0 when jax.jit reuses
@@ -70,16 +70,16 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
-    import architectures
-    import engines
-    from config import TrainConfig
+    from oasis_gan.architectures import gan
+    from oasis_gan import engines
+    from oasis_gan.config import TrainConfig
 
-    if engines.current().__name__ != "steps_jax":
+    if engines.current().__name__ != "oasis_gan.engines.jax_engine":
         raise SystemExit("KERAS_BACKEND=jax: this times the JAX engine's compiles")
     config = TrainConfig(arch=args.arch, image_size=args.size, batch_size=args.batch_size,
                          precision=args.precision).resolved()
     started = time.perf_counter()
-    gan = architectures.for_config(config)
+    gan = gan.for_config(config)
     gan.build(engines.current())
     print(f"{args.arch} {args.size}px batch {args.batch_size} {args.precision} on {jax.devices()[0].device_kind}; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; built in {time.perf_counter() - started:.1f} s", flush=True)
@@ -150,7 +150,7 @@ def time_parts(gan, real, latents) -> None:
     import jax
     import jax.numpy as jnp
 
-    import augment
+    from oasis_gan import augment
 
     generator, discriminator = gan.generator, gan.discriminator
 

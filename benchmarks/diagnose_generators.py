@@ -34,12 +34,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import checkpoints  # noqa: E402
 import data_utils  # noqa: E402
 import evaluate  # noqa: E402
-import sampling  # noqa: E402
-from batches import sample_latents  # noqa: E402
-from run_folder import RunFolder  # noqa: E402
+from oasis_gan.batches import sample_latents  # noqa: E402
+from oasis_gan.runs import checkpoints  # noqa: E402
+from oasis_gan.runs import sampling  # noqa: E402
+from oasis_gan.runs.run_folder import RunFolder  # noqa: E402
 
 COLUMNS = ("generator", "realism", "level distance", "recall", "diversity ratio", "share of slices 20-23")
 

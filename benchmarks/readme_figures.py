@@ -67,8 +67,8 @@ def main() -> None:
             sys.exit(f"{run} exists already; pass --run {run} to reuse it, or remove it")
         run_command([sys.executable, "train.py", "--demo", "--out", str(run)], "python train.py --demo")
 
-    import plots
-    from run_folder import RunFolder
+    from oasis_gan import plots
+    from oasis_gan.runs.run_folder import RunFolder
 
     tag = settings_tag(run)
     resources = ROOT / "Resources"

@@ -38,8 +38,11 @@ WAITING_PROCESS = r"""
 import atexit, json, os, runpy, sys, traceback
 sys.path.insert(0, os.environ["REPO"])
 # What the scripts import once past their flags (they import Keras late, to keep --help light); no op runs here.
-import keras, engines, steps_tf, training, checkpoints, run_folder, sampling, plots, batches, metrics, modelscript
+import keras, metrics, modelscript
 import train, generate, evaluate, tqdm.auto
+from oasis_gan import batches, engines, plots, training
+from oasis_gan.engines import tensorflow_engine
+from oasis_gan.runs import checkpoints, run_folder, sampling
 answers = os.fdopen(os.dup(1), "w")
 for line in sys.stdin:
     request = json.loads(line)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import appearance
 import data_utils
-import demo_cohort
+from oasis_gan import demo_cohort
+from oasis_gan.evaluation import appearance
 
 
 def head_slice(radius=70.0, ring=True, stripes=True, blur=0.0, size=256) -> np.ndarray:

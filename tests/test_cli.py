@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import data_utils
-import engines
+from oasis_gan import machine
 import script_runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def run_script(script, *args, cwd, check=True, timeout=300):
 
 
 def history_steps(run_dir):
-    from plots import read_history_rows
+    from oasis_gan.plots import read_history_rows
 
     return [int(row["step"]) for row in read_history_rows(run_dir / "history.csv")]
 
@@ -39,7 +39,7 @@ def test_train_then_generate_end_to_end(tmp_path, demo_dir):
     trained = run_script("train.py", "--data", demo_dir, "--steps", 8, "--out", run, *QUICK, cwd=tmp_path)
     config = json.loads((run / "config.json").read_text())
     assert config["arch"] == "dcgan-plus" and config["image_size"] == 32 and config["steps"] == 8
-    native = engines.resolve_precision("auto")  # --precision auto, the default: what this machine does natively
+    native = machine.precision_for("auto", machine.Machine.detect())  # --precision auto: what is native here
     assert config["precision"] == native and f"precision: {native} (bfloat16 is " in trained.stdout
     assert history_steps(run) == [2, 4, 6, 8]
     assert (run / "samples.png").is_file() and (run / "checkpoints" / "ckpt-00000008").is_dir()

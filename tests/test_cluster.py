@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cluster
-from cluster import ClusterError
+from oasis_gan import cluster
+from oasis_gan.cluster import ClusterError
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[1]

@@ -207,7 +207,7 @@ def test_demo_slices_look_like_brains(demo_dir):
 
 
 def test_demo_cohort_is_deterministic_and_reused(tmp_path, demo_dir):
-    import demo_cohort
+    from oasis_gan import demo_cohort
 
     again = demo_cohort.render_subject(0, 1)
     stored = data_utils.read_slice(next(demo_dir.glob("*/case_001_slice_5.nii.png")), 256)
@@ -231,7 +231,7 @@ def test_a_second_builder_waits_for_the_first_and_reuses_its_cohort(tmp_path, mo
     # Two notebooks (or runs) started together on a fresh machine: one builds, the other waits for it.
     import threading
 
-    import demo_cohort
+    from oasis_gan import demo_cohort
 
     real_write, written, started = demo_cohort._write_subject, [], threading.Event()
 
@@ -256,7 +256,7 @@ def test_a_cohort_another_process_finishes_first_is_kept_and_ours_discarded(tmp_
     # delete the copy the first may already be reading.
     import contextlib
 
-    import demo_cohort
+    from oasis_gan import demo_cohort
 
     monkeypatch.setattr(demo_cohort, "_one_builder", lambda data_dir: contextlib.nullcontext())
     target = tmp_path / "keras_png_slices_data"

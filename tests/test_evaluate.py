@@ -82,7 +82,7 @@ def test_fid_option_with_random_weights(tiny_run, tmp_path):
 
 
 def test_frechet_and_kernel_distances_on_known_features():
-    import fid
+    from oasis_gan.evaluation import fid
 
     rng = np.random.default_rng(0)
     features = rng.standard_normal((200, 8))

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import checkpoints
-import run_folder
-import training
-from config import ConfigError, TrainConfig
+from oasis_gan import training
+from oasis_gan.config import ConfigError, TrainConfig
+from oasis_gan.runs import checkpoints, run_folder
 import script_runner
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import pytest
 
 import evaluate
 import metrics
-import objectives
+from oasis_gan.engines import objectives
 
 
 def grey_images(levels) -> np.ndarray:
@@ -164,7 +164,7 @@ def test_the_losses_and_accuracies_by_hand():
 
 
 def write_checkpoint_files(folder, files: dict):
-    import checkpoints
+    from oasis_gan.runs import checkpoints
 
     folder.mkdir(parents=True)
     for name, content in files.items():
@@ -174,7 +174,7 @@ def write_checkpoint_files(folder, files: dict):
 
 
 def test_verify_checkpoint_names_a_missing_a_resized_and_a_changed_file(tmp_path):
-    import checkpoints
+    from oasis_gan.runs import checkpoints
 
     good = write_checkpoint_files(tmp_path / "good", {"a.h5": b"x" * 100, "state.json": b"{}"})
     checkpoints.verify_checkpoint(good)  # passes

@@ -87,7 +87,7 @@ def test_the_spectrum_shape_sees_softness_and_grain_that_ssim_misses(splits):
 def test_the_look_measures_see_grain_blur_and_a_missing_scalp_and_give_intervals(splits):
     from scipy import ndimage
 
-    import appearance
+    from oasis_gan.evaluation import appearance
 
     _, _, validate, _ = splits
     honest = measure(validate, splits)

@@ -73,13 +73,13 @@ def test_plus_draws_the_image_with_a_3x3_conv_and_keeps_the_classic_discriminato
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="arch must be one of"):
+    with pytest.raises(ValueError, match="arch: must be one of"):
         modelscript.build_generator("gan")
-    with pytest.raises(ValueError, match="image_size must be one of"):
+    with pytest.raises(ValueError, match="image_size: must be one of"):
         modelscript.build_discriminator("dcgan", 100)
     with pytest.raises(ValueError, match="latent_dim"):
         modelscript.build_generator("dcgan", 32, latent_dim=0)
-    with pytest.raises(ValueError, match="image_size must be one of"):
+    with pytest.raises(ValueError, match="image_size: must be one of"):
         modelscript.build_generator("stylegan", 48)
 
 

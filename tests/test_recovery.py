@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import checkpoints
 import data_utils
-import run_folder
-import training
+from oasis_gan import training
+from oasis_gan.runs import checkpoints, run_folder
 from test_faults import ROOT, history_steps, run_script, small_config
 
 

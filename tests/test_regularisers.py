@@ -10,11 +10,10 @@ import json
 import numpy as np
 import pytest
 
-import checkpoints
-import sampling
-import training
-from config import ConfigError, TrainConfig
-from run_folder import RunFolder
+from oasis_gan import training
+from oasis_gan.config import ConfigError, TrainConfig
+from oasis_gan.runs import checkpoints, sampling
+from oasis_gan.runs.run_folder import RunFolder
 
 
 def weights_of(model):

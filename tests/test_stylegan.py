@@ -5,14 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import augment
-import checkpoints
 import modelscript
-import objectives
-import sampling
-import stylegan
-import training
-from config import ConfigError, TrainConfig
+from oasis_gan import augment, training
+from oasis_gan.architectures import stylegan
+from oasis_gan.config import ConfigError, TrainConfig
+from oasis_gan.engines import objectives
+from oasis_gan.runs import checkpoints, sampling
 
 LATENT = 64  # a small latent keeps these tests fast
 
@@ -99,17 +97,17 @@ def test_style_mixing_takes_coarse_styles_from_one_latent_and_fine_from_the_othe
 
 
 def test_path_length_penalty_measures_against_the_running_mean_and_trains_mapping_and_synthesis(generator):
-    import steps_tf
+    from oasis_gan.engines import tensorflow_engine
 
     z = tf.constant(latents(6))
     with tf.GradientTape() as tape:
-        penalty, mean_length = objectives.path_length_penalty(generator, z, 0.0, steps_tf.input_gradient)
+        penalty, mean_length = objectives.path_length_penalty(generator, z, 0.0, tensorflow_engine.input_gradient)
     assert penalty.shape == () and float(mean_length) > 0
     assert float(penalty) >= float(mean_length) ** 2 * (1 - 1e-5)  # against 0: the mean square length
     named = {variable.path.split("/", 1)[1]: variable for variable in generator.trainable_variables}
     reached = tape.gradient(penalty, [named["mapping0/kernel"], named["conv32_1/kernel"], named["conv8_0/affine/kernel"]])
     assert all(gradient is not None and float(tf.reduce_max(tf.abs(gradient))) > 0 for gradient in reached)
-    lengths = np.array(generator.path_lengths(z[:3], steps_tf.input_gradient))
+    lengths = np.array(generator.path_lengths(z[:3], tensorflow_engine.input_gradient))
     assert lengths.shape == (3,) and (lengths > 0).all() and np.isfinite(lengths).all()
     assert stylegan.PL_EVERY == 4 and stylegan.PL_BATCH_SHRINK == 2  # StyleGAN2's lazy interval, half batch
 
@@ -177,7 +175,7 @@ def test_training_changes_weights_logs_r1_and_p_and_keeps_an_ema(trained_run):
     assert trainer.architecture.r1_step.experimental_get_tracing_count() == 1
     assert trainer.architecture.r1_pl_step.experimental_get_tracing_count() == 1  # r1_every 2 divides PL_EVERY
     np.testing.assert_allclose(trainer.sample(), sampling.generate_images(trainer.sampling_generator,
-                                                                          trainer.fixed_latents))
+                                                                          trainer.grid.latents))
     assert (run_dir / "checkpoints" / "ckpt-00000008" / "generator_ema.weights.h5").is_file()
 
 

@@ -6,18 +6,14 @@ import shutil
 import numpy as np
 import pytest
 
-import architectures
-import batches
-import checkpoints
 import data_utils
-import engines
 import modelscript
-import objectives
-import plots
-import sampling
-import training
-from config import ConfigError, TrainConfig
-from run_folder import HISTORY_FILE, RunFolder
+from oasis_gan import batches, engines, plots, training
+from oasis_gan.architectures import gan
+from oasis_gan.config import ConfigError, TrainConfig
+from oasis_gan.engines import objectives
+from oasis_gan.runs import checkpoints, sampling
+from oasis_gan.runs.run_folder import HISTORY_FILE, RunFolder
 
 
 def small_config(**changes) -> TrainConfig:
@@ -33,7 +29,7 @@ def read_rows(run_dir):
 
 
 def test_train_step_changes_weights_and_gives_finite_losses(tiny_images):
-    dcgan = architectures.for_config(small_config().validate().resolved())
+    dcgan = gan.for_config(small_config().validate().resolved())
     dcgan.build(engines.current())
     generator, discriminator, step = dcgan.generator, dcgan.discriminator, dcgan.plain_step
     g_before = [v.numpy() for v in generator.trainable_variables]
@@ -149,9 +145,9 @@ def test_best_match_ssim_is_tracked_in_history(tmp_path, tiny_images):
     assert measured[2] == ""
     import metrics
 
-    expected = np.median(metrics.pairwise_ssim(trainer.sample(), trainer.ssim_references).max(axis=1))
+    expected = np.median(metrics.pairwise_ssim(trainer.sample(), trainer.grid.references).max(axis=1))
     assert float(measured[8]) == pytest.approx(expected, abs=1e-5)
-    assert trainer.ssim_references.shape == (16, 32, 32, 1)
+    assert trainer.grid.references.shape == (16, 32, 32, 1)
     history = RunFolder(tmp_path / "run").read_history()
     assert np.isnan(history["nn_ssim"][0]) and history["nn_ssim"][-1] == pytest.approx(expected, abs=1e-5)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import appearance  # noqa: E402  (the repository's modules, from its root)
+from oasis_gan.evaluation import appearance  # noqa: E402  (the repository's modules, from its root)
 import data_utils  # noqa: E402
 
 SEARCH_SIZE = 128

@@ -42,11 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FORMULA_TESTS = ["tests/test_formulas.py"]
 # (module file, functions, tests that judge them)
 TARGETS = [
-    ("objectives.py", ["discriminator_loss", "generator_loss", "verdict_metrics", "ema_beta", "moving_average"],
+    ("oasis_gan/engines/objectives.py", ["discriminator_loss", "generator_loss", "verdict_metrics", "ema_beta", "moving_average"],
      FORMULA_TESTS + ["tests/test_training.py::test_losses_follow_the_label_convention"]),
     ("metrics.py", ["summarize", "level_histogram", "total_variation", "level_distance"], FORMULA_TESTS),
     ("evaluate.py", ["compare_with_real", "band_lines", "history_checks"], FORMULA_TESTS),
-    ("checkpoints.py", ["verify_checkpoint"], FORMULA_TESTS),
+    ("oasis_gan/runs/checkpoints.py", ["verify_checkpoint"], FORMULA_TESTS),
 ]
 
 SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.Pow: ast.Mult,
@@ -146,7 +146,7 @@ def run_in_process(mutant: Mutant, tests: list[str]) -> str:
 
     import pytest
 
-    module = importlib.import_module(mutant.module.removesuffix(".py"))
+    module = importlib.import_module(mutant.module.removesuffix(".py").replace("/", "."))
     original = dict(module.__dict__)
     try:
         exec(compile(mutant.tree, module.__file__, "exec"), module.__dict__)

@@ -23,9 +23,9 @@ PY
   result=$(python -m pytest -q -n 0 -p no:cacheprovider -p no:nbval -o addopts="" "$@" 2>&1 | grep -E "^(FAILED|[0-9]+ (passed|failed))" | sed -E 's/ - .*//' | tr '\n' ';')
   echo "$name => $result"
 }
-plant "EMA weights swapped" objectives.py "return current + (average - current) * beta" "return average + (current - average) * beta" tests/test_formulas.py tests/test_regularisers.py
-plant "SHA-256 check off" checkpoints.py "if _sha256(path) != expected[\"sha256\"]:" "if False:" tests/test_faults.py -k "bytes_changed or verify"
-plant "SHA-256 check off (formulas)" checkpoints.py "if _sha256(path) != expected[\"sha256\"]:" "if False:" tests/test_formulas.py -k verify
+plant "EMA weights swapped" oasis_gan/engines/objectives.py "return current + (average - current) * beta" "return average + (current - average) * beta" tests/test_formulas.py tests/test_regularisers.py
+plant "SHA-256 check off" oasis_gan/runs/checkpoints.py "if _sha256(path) != expected[\"sha256\"]:" "if False:" tests/test_faults.py -k "bytes_changed or verify"
+plant "SHA-256 check off (formulas)" oasis_gan/runs/checkpoints.py "if _sha256(path) != expected[\"sha256\"]:" "if False:" tests/test_formulas.py -k verify
 plant "noise floor resampling removed" evaluate.py "resampled = matched[rng.integers(0, len(matched), n)] if len(matched) < n else matched" "resampled = matched" tests/test_formulas.py tests/test_measures.py
 plant "realism over the yardstick's p90" evaluate.py "report[\"realism\"] = report[\"nn_ssim_median\"] / report[\"real_test_nn_ssim_median\"]" "report[\"realism\"] = report[\"nn_ssim_median\"] / report[\"real_test_nn_ssim_p90\"]" tests/test_formulas.py
 plant "recall over the whole training set" evaluate.py "among_real = metrics.nearest_neighbour_scores(real_queries, real_subset)" "among_real = metrics.nearest_neighbour_scores(real_queries, train)" tests/test_formulas.py

@@ -36,7 +36,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import notebook_ui  # noqa: E402  (the repository's modules, from its root)
+from oasis_gan import notebook_ui  # noqa: E402  (the repository's modules, from its root)
 
 NOTEBOOK = ROOT / "driver.ipynb"
 REFERENCE = ROOT / notebook_ui.REFERENCE_NOTEBOOK

@@ -11,9 +11,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-import checkpoints
 import modelscript
-from run_folder import RunFolder
+from oasis_gan.runs import checkpoints
+from oasis_gan.runs.run_folder import RunFolder
 
 SAMPLE_BATCH = 64  # images per generator call when sampling
 

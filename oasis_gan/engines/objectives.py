@@ -15,7 +15,7 @@ models' (mixed) precision.
   average, which draws the samples when --ema-kimg is above 0.
 
 Each objective returns ``(g_loss, d_objective, metrics)``; the engines
-(steps_tf.py, steps_jax.py) differentiate them.  This module imports no
+(tensorflow_engine.py, jax_engine.py) differentiate them.  This module imports no
 engine.
 """
 
@@ -25,8 +25,8 @@ import dataclasses
 
 import keras
 
-import augment
-import stylegan
+from oasis_gan import augment
+from oasis_gan.architectures import stylegan
 
 
 
@@ -72,7 +72,7 @@ def path_length_penalty(generator, latent_vectors, pl_mean, input_gradient):
     On the first 1 / PL_BATCH_SHRINK of the batch: the mean squared distance
     of each image's path length (``StyleGenerator.path_lengths``) from
     ``pl_mean``, the running mean of past lengths, which the caller keeps
-    (architectures.StyleGAN2).  A fixed-size step in w then moves the image
+    (gan.StyleGAN2).  A fixed-size step in w then moves the image
     by a fixed amount wherever w is, which makes G smoother to invert and its
     styles better spread.
     """
@@ -152,7 +152,7 @@ def averaged_state(variable) -> bool:
 
 @dataclasses.dataclass
 class StepSpec:
-    """One architecture's training step, as the engines (steps_tf.py, steps_jax.py) compile it.
+    """One architecture's training step, as the engines (tensorflow_engine.py, jax_engine.py) compile it.
 
     ``forward(real_images, latent_vectors, *scalars)`` returns
     ``(g_loss, d_objective, metrics)``; the engine differentiates G's loss

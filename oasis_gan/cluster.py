@@ -12,7 +12,7 @@ on the frameworks' own multi-worker engines:
   ``keras.distribution.DataParallel`` over every process's devices.
 
 ``discover`` reads which of these applies into a ``Cluster``; the engine
-(steps_tf / steps_jax ``start_cluster``) starts it before anything else
+(tensorflow_engine / jax_engine ``start_cluster``) starts it before anything else
 touches the framework.  Each step's global batch is a pure function of
 (seed, step), and each process gathers only its own block of it
 (batches.BatchSampler), so the processes together compute what one process
@@ -72,7 +72,7 @@ _joined = SINGLE  # the run this process has joined: set once, by the engine's s
 
 
 def joined() -> Cluster:
-    """The run this process belongs to: what the engine joined (steps_tf / steps_jax ``start_cluster``), else SINGLE."""
+    """The run this process belongs to: what the engine joined (tensorflow_engine / jax_engine ``start_cluster``), else SINGLE."""
     return _joined
 
 
@@ -187,7 +187,7 @@ def bounded_wait(cluster: Cluster, what: str):
     own; a process that cannot meet the others must not hang forever.  The
     watchdog is a Python thread, so it fires only while the block lets
     Python run: a framework call that holds the interpreter lock while it
-    waits must be given a deadline of its own (steps_tf.start_cluster).
+    waits must be given a deadline of its own (tensorflow_engine.start_cluster).
     """
     finished = threading.Event()
 

@@ -3,7 +3,7 @@
 This is the default engine (``KERAS_BACKEND`` unset or ``tensorflow``); the
 notebook shows it.  ``train_step`` updates D, then G, from one batch, with
 the forward pass and losses of the architecture's ``StepSpec`` (written once
-in objectives.py and shared with the JAX engine, steps_jax.py); only the
+in objectives.py and shared with the JAX engine, jax_engine.py); only the
 gradient bookkeeping lives here.
 
 ``compile_step`` wraps it in a ``tf.function`` with a fixed input signature,
@@ -25,10 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
-import batches
-import cluster as cluster_module
-import objectives
-from config import ConfigError
+from oasis_gan import batches, cluster as cluster_module
+from oasis_gan.config import ConfigError
+from oasis_gan.engines import objectives
 
 _strategy = None  # the MultiWorkerMirroredStrategy, once start_cluster has joined a run of several processes
 
@@ -139,9 +138,9 @@ def accelerators() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def accelerator_has_bfloat16(gpu) -> bool:
+def accelerator_has_bfloat16(device) -> bool:
     """A GPU computes bfloat16 natively from compute capability 8.0 (A100, RTX 30xx) on."""
-    capability = tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)
+    capability = tf.config.experimental.get_device_details(device).get("compute_capability") or (0, 0)
     return tuple(capability) >= (8, 0)
 
 

@@ -1,6 +1,6 @@
 """The training step on JAX (``KERAS_BACKEND=jax``): jax.vjp inside jax.jit.
 
-The same update as steps_tf.py (the same ``StepSpec`` forward passes and
+The same update as tensorflow_engine.py (the same ``StepSpec`` forward passes and
 losses from objectives.py), written the JAX way: the step is a pure function
 of the variables' values.  ``_JittedStep`` reads the values of the Keras
 variables it updates (G, D, their optimizers, RNG states; the EMA generator
@@ -29,10 +29,9 @@ import keras
 import numpy as np
 from keras.src.backend.common.stateless_scope import get_stateless_scope  # the scope a step runs in (public class)
 
-import batches
-import cluster as cluster_module
-import objectives
-from config import ConfigError
+from oasis_gan import batches, cluster as cluster_module
+from oasis_gan.config import ConfigError
+from oasis_gan.engines import objectives
 
 
 DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -165,7 +164,7 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
             return scaled, (metrics, new_others)
 
         g_gradients, d_gradients, (metrics, new_others) = _differentiate(objective_pair, g_values, d_values)
-        # Train the discriminator, then the generator (the same order as steps_tf).
+        # Train the discriminator, then the generator (the same order as tensorflow_engine).
         new_d, new_d_opt = spec.d_optimizer.stateless_apply(d_opt_values, d_gradients, d_values)
         new_g, new_g_opt = spec.g_optimizer.stateless_apply(g_opt_values, g_gradients, g_values)
         new_values = [new_g, new_d, new_others, new_g_opt, new_d_opt]
@@ -234,7 +233,7 @@ def set_random_seed(seed: int) -> None:
 def enable_determinism() -> None:
     """XLA's GPU kernels are deterministic with DETERMINISM_FLAG, read once when JAX starts its backends.
 
-    train.py sets the flag before anything imports JAX (``engines.request_determinism``);
+    train.py calls this before anything asks JAX for its devices, so this sets the flag;
     asked later, with the backends already started without it, this refuses rather than
     silently training non-deterministically.
     """

@@ -11,7 +11,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import config
+from oasis_gan import config
 
 CHECKPOINT_HELP = ("a checkpoint of the run: its folder, or its name such as ckpt-00000400 "
                    "(default: the newest complete one)")
@@ -98,7 +98,7 @@ def check_outputs(parser: argparse.ArgumentParser, files: dict) -> None:
 def check_run_fits(parser: argparse.ArgumentParser, run, n: int, bytes_per_image, what: str):
     """The run's config, after ``parser.error`` naming --run when it cannot be read, or --n when ``n`` times
     ``bytes_per_image(config)`` cannot fit in memory; before Keras loads."""
-    from run_folder import RunFolder
+    from oasis_gan.runs.run_folder import RunFolder
 
     try:
         saved = RunFolder(run).read_config()

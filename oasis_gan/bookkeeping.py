@@ -31,11 +31,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import checkpoints
 import metrics
-import sampling
-from cluster import ClusterError
-from run_folder import free_bytes
+from oasis_gan.cluster import ClusterError
+from oasis_gan.runs import checkpoints, sampling
+from oasis_gan.runs.run_folder import free_bytes
 
 # A BCE loss of L needs a logit of about -L on the wrong side: healthy GAN losses stay under ~20, and a
 # loss above this means one network has won outright (logits in the thousands) and training has stopped

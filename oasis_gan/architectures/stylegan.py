@@ -354,7 +354,7 @@ class StyleGenerator(keras.Model):
         """``|J_w^T y|`` per image ``(B,)`` float32: y is image-space noise of unit expected norm,
         J the Jacobian of the (training-mode) image with respect to its styles w.
 
-        ``input_gradient(fn, x)`` is the engine's differentiable input gradient (steps_tf / steps_jax).
+        ``input_gradient(fn, x)`` is the engine's differentiable input gradient (tensorflow_engine / jax_engine).
         """
         ws = self.styles(latent_vectors, training=True)
         size = self.image_size

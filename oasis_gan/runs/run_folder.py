@@ -33,10 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-import checkpoints
 import data_utils
-import plots
-from config import REGULARISED, ConfigError, TrainConfig
+from oasis_gan import plots
+from oasis_gan.architectures import table
+from oasis_gan.config import ConfigError, TrainConfig
+from oasis_gan.runs import checkpoints
 
 CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
@@ -131,7 +132,8 @@ def settings_from(values, path: Path) -> TrainConfig:
     if not isinstance(values, dict):
         raise ConfigFileError(f"{path}: expected a JSON object of settings ({{\"arch\": ...}}), "
                               f"got {type(values).__name__}")
-    if values.get("arch") not in REGULARISED and values.get("r1_gamma") is None and values.get("ema_kimg") is None:
+    entry = table.BY_NAME.get(values.get("arch"))
+    if entry and not entry.regularised and values.get("r1_gamma") is None and values.get("ema_kimg") is None:
         # Written before R1, the EMA and augmentation applied to every architecture (config.json has
         # held resolved values since): these DCGANs trained without them, whatever "augment" says.
         values.update(r1_gamma=0.0, ema_kimg=0.0, augment="off")

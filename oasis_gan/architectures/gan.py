@@ -27,13 +27,12 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-import augment
-import checkpoints
-import engines
 import modelscript
-import objectives
-import stylegan
-from config import TrainConfig
+from oasis_gan import augment, machine
+from oasis_gan.architectures import stylegan, table
+from oasis_gan.config import TrainConfig
+from oasis_gan.engines import objectives
+from oasis_gan.runs import checkpoints
 
 
 def make_optimizers(config: TrainConfig):
@@ -49,7 +48,7 @@ def make_optimizers(config: TrainConfig):
 def build_networks(config: TrainConfig):
     """Generator and discriminator for a config, in its compute precision (weights stay float32)."""
     previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(engines.resolve_precision(config.precision))
+    keras.mixed_precision.set_dtype_policy(machine.precision_for(config.precision, machine.Machine.detect()))
     try:
         generator = modelscript.build_generator(config.arch, config.image_size, config.latent_dim)
         discriminator = modelscript.build_discriminator(config.arch, config.image_size)
@@ -200,9 +199,6 @@ class StyleGAN2(GAN):
         self.generator.mixing_probability = self.config.style_mixing
 
 
-ARCHITECTURE_CLASSES = {"dcgan": GAN, "dcgan-classic": GAN, "dcgan-plus": GAN, "stylegan": StyleGAN2}
-
-
 def for_config(config: TrainConfig) -> GAN:
-    """The architecture object of a (validated, resolved) config."""
-    return ARCHITECTURE_CLASSES[config.arch](config)
+    """The architecture object of a (validated, resolved) config: StyleGAN2 where the generator has styles."""
+    return StyleGAN2(config) if table.get(config.arch).styles else GAN(config)

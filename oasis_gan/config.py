@@ -22,34 +22,18 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from oasis_gan.architectures import table
+
 BACKENDS = ("tensorflow", "jax")  # the Keras backends a run trains on (KERAS_BACKEND; unset: tensorflow)
-ARCHITECTURES = ("dcgan", "dcgan-classic", "dcgan-plus", "stylegan")
+ARCHITECTURES = table.NAMES  # one entry each in architectures/table.py
 IMAGE_SIZES = (32, 64, 128, 256)
 SPLITS = ("train", "validate", "test")
 AUGMENT_MODES = ("ada", "off")
 # float32, or Keras mixed precision: float16 compute with loss scaling (GPUs with tensor
 # cores), bfloat16 compute (recent GPUs and TPUs, and CPUs with AVX512-BF16/AMX).  "auto"
 # (the default) is bfloat16 where the training device computes it natively, else float32
-# (engines.resolve_precision); a run records what it resolved to.
+# (machine.precision_for); a run records what it resolved to.
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-# What an architecture chooses when a setting is left unset (None).  The DCGAN seeds
-# trained with Adam G 2e-4, D 1e-4 (D slower so it does not run away), beta1 0.5
-# (Radford et al.: 0.9 oscillates); StyleGAN2 with 2e-3 for both and betas 0 / 0.99,
-# which its equalised learning rate makes stable.
-ARCH_DEFAULTS = {
-    "dcgan": {"latent_dim": 256, "g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5,
-              "beta_2": 0.999},
-    "dcgan-classic": {"latent_dim": 100, "g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5,
-                      "beta_2": 0.999},
-    "dcgan-plus": {"latent_dim": 100, "g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5,
-                   "beta_2": 0.999},
-    "stylegan": {"latent_dim": 512, "g_learning_rate": 2e-3, "d_learning_rate": 2e-3, "beta_1": 0.0,
-                 "beta_2": 0.99},
-}
-# The architectures trained with every regulariser by default: R1 (gamma from r1_gamma_rule),
-# a generator EMA (half-life from ema_kimg_rule) that draws the samples, and adaptive
-# augmentation.  The seeds' DCGANs train as they did (all three off) unless asked.
-REGULARISED = ("dcgan-plus", "stylegan")
 # Training length when neither --epochs nor --steps is given: `--demo` alone must finish in
 # under 10 minutes on 2 CPU cores, cohort build included: 1000 steps of 16 at 64x64 with
 # dcgan-plus in float32 (9.0 minutes measured), 1250 in bfloat16, which is about 29 % faster
@@ -130,10 +114,16 @@ def setting(default=None, help="", *, flag=None, type=None, choices=None, action
 
 
 def _arch_default_help(name: str) -> str:
-    values = {arch: defaults[name] for arch, defaults in ARCH_DEFAULTS.items()}
-    if len(set(values.values())) == 2 and values["dcgan"] == values["dcgan-classic"] == values["dcgan-plus"]:
-        return f"dcgans {values['dcgan']:g}, stylegan {values['stylegan']:g}"
-    return ", ".join(f"{arch} {value:g}" for arch, value in values.items())
+    """A setting's defaults by architecture, for its help: "dcgan-plus 100, dcgan 256, ..."."""
+    return ", ".join(f"{entry.name} {entry.defaults[name]:g}" for entry in table.TABLE)
+
+
+def check_model(arch, image_size) -> None:
+    """ConfigError (a ValueError) naming ``arch`` or ``image_size`` when either is not one of the choices."""
+    if arch not in ARCHITECTURES:
+        raise ConfigError("arch", f"must be one of {ARCHITECTURES}, got {arch!r}")
+    if image_size not in IMAGE_SIZES:
+        raise ConfigError("image_size", f"must be one of {IMAGE_SIZES}, got {image_size!r}")
 
 
 @dataclass
@@ -149,13 +139,11 @@ class TrainConfig:
                              notebook="DEMO_ROOT")
     demo_subjects: int = setting(48, "demo cohort size, 32 slices each (OASIS has 354 subjects)",
                                  flag="--demo-subjects", type=int, notebook="DEMO_SUBJECTS")
-    splits: tuple = setting(("train", "validate", "test"), "splits to train on (seed 000 trained on all three)",
+    splits: tuple = setting(("train", "validate", "test"), "splits to train on (the earlier project seed 000 trained on all three)",
                             flag="--splits", type=str, choices=SPLITS, action="append", notebook="SPLITS")
     limit: int | None = setting(None, "use only the first N images (quick trials)", flag="--limit", type=int)
     # --- model
-    arch: str = setting("dcgan-plus", "dcgan-plus (dcgan-classic's networks, a 3x3 conv output, R1, a generator "
-                                      "EMA and adaptive augmentation), dcgan (seed 000), dcgan-classic (Radford "
-                                      "et al.) or stylegan (StyleGAN2)",
+    arch: str = setting(table.TABLE[0].name, table.help_line(),
                         flag="--arch", type=str, choices=ARCHITECTURES, notebook="ARCH", widget="architecture")
     image_size: int = setting(64, "image side; train.py's default is 256 with a GPU, 64 on the CPU",
                               flag="--image-size", type=int, choices=IMAGE_SIZES, notebook="IMAGE_SIZE",
@@ -169,9 +157,10 @@ class TrainConfig:
     epochs: int | None = setting(None, "passes over the data", flag="--epochs", type=int, exclusive="length",
                                  notebook="EPOCHS", widget="epochs (0: use steps)")
     steps: int | None = setting(
-        None, f"generator updates (--demo alone: {DEMO_LENGTH['steps']} at batch {DEMO_LENGTH['batch_size']}, "
+        None, f"generator updates (neither this nor --epochs: on a CPU, the demo's {DEMO_LENGTH['steps']} at batch "
+              f"{DEMO_LENGTH['batch_size']}, "
               f"{DEMO_LENGTH['bfloat16_steps']} in bfloat16; "
-              f"--data alone: {DATA_EPOCHS} epochs)",
+              f"otherwise {DATA_EPOCHS} epochs)",
         flag="--steps", type=int, exclusive="length", notebook="STEPS", widget="steps (0: epochs, or the default)")
     minutes: float | None = setting(
         None, "also stop after this many minutes of training, counted over every session (a checkpoint is "
@@ -186,7 +175,7 @@ class TrainConfig:
                                    type=float, notebook="BETA_1", widget="Adam beta1 (blank: default)")
     beta_2: float | None = setting(None, f"Adam beta2 (default {_arch_default_help('beta_2')})", flag="--beta2",
                                    type=float)
-    flip: bool = setting(True, "no random left-right flips (seed 002 flipped: hemispheres are near-symmetric)",
+    flip: bool = setting(True, "no random left-right flips (as the earlier project seed 002 did: hemispheres are near-symmetric)",
                          flag="--no-flip", type=bool, action="store_false", notebook="FLIP",
                          widget="left-right flips")
     # --- regularisers: any architecture (dcgan-plus and stylegan have all three unless set to 0 / off)
@@ -210,11 +199,11 @@ class TrainConfig:
                                 type=float, group="regularisers")
     ada_kimg: float = setting(100.0, "thousands of images for p to go from 0 to 1 (ADA paper: 500)",
                               flag="--ada-kimg", type=float, group="regularisers")
-    # --- stylegan only (the others ignore it)
+    # --- architectures with styles only: stylegan (the others ignore these)
     style_mixing: float = setting(0.9, "probability that a batch mixes two latents' styles",
-                                  flag="--style-mixing", type=float, group="stylegan")
+                                  flag="--style-mixing", type=float, group="styles")
     pl_weight: float = setting(2.0, "path-length penalty weight on G, every 4 steps, 0: off (StyleGAN2's 2)",
-                               flag="--pl-weight", type=float, group="stylegan")
+                               flag="--pl-weight", type=float, group="styles")
     # --- bookkeeping
     seed: int = setting(0, "one seed makes a CPU run reproducible (with --deterministic, bit for bit)",
                         flag="--seed", type=int, notebook="SEED")
@@ -256,10 +245,11 @@ class TrainConfig:
     # --- defaults
 
     def resolved(self) -> "TrainConfig":
-        """A copy with every setting left to the architecture filled in (see ARCH_DEFAULTS and the rules)."""
-        filled = {name: value for name, value in ARCH_DEFAULTS.get(self.arch, {}).items()
+        """A copy with every setting left to the architecture filled in (its table entry, and the rules)."""
+        entry = table.BY_NAME.get(self.arch)
+        filled = {name: value for name, value in (entry.defaults if entry else {}).items()
                   if getattr(self, name) is None}
-        regularised = self.arch in REGULARISED
+        regularised = entry is not None and entry.regularised
         if self.r1_gamma is None:
             filled["r1_gamma"] = r1_gamma_rule(self.image_size, self.batch_size) if regularised else 0.0
         if self.ema_kimg is None:
@@ -272,10 +262,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check every field; raise ConfigError naming the first bad one.  Changes nothing."""
-        if self.arch not in ARCHITECTURES:
-            raise ConfigError("arch", f"must be one of {ARCHITECTURES}, got {self.arch!r}")
-        if self.image_size not in IMAGE_SIZES:
-            raise ConfigError("image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size!r}")
+        check_model(self.arch, self.image_size)
         if not self.demo and not self.data_dir:
             raise ConfigError("data_dir", "give a data folder, or use the demo cohort (demo=True / --demo)")
         if self.demo and self.data_dir:
@@ -395,7 +382,7 @@ def device_count(text: str) -> int:
 
 
 GROUP_TITLES = {"regularisers": "regularisers, for any architecture (see docs/architectures.md)",
-                "stylegan": "stylegan only", "speed": "speed and scale (see docs/speed.md)"}
+                "styles": "architectures with styles (stylegan) only", "speed": "speed and scale (see docs/speed.md)"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -441,25 +428,3 @@ def explicit_settings(args: argparse.Namespace) -> dict:
     elif "epochs" in values:
         values["steps"] = None
     return values
-
-
-def demo_steps(precision: str) -> int:
-    """The main job's length on a CPU for a (resolved) precision: what fits its 10 minutes."""
-    return DEMO_LENGTH["bfloat16_steps" if precision == "mixed_bfloat16" else "steps"]
-
-
-def with_length_defaults(settings: dict, image_size: int) -> dict:
-    """A new run's settings: the image size and, when no length is given, DEMO_LENGTH or DATA_EPOCHS.
-
-    The demo's length follows the precision (resolve "auto" first): more steps fit its
-    10 minutes in bfloat16.
-    """
-    settings = dict(settings)
-    settings.setdefault("image_size", image_size)
-    if settings.get("steps") is None and settings.get("epochs") is None:
-        if settings.get("demo"):
-            settings["steps"] = demo_steps(settings.get("precision", "auto"))
-            settings.setdefault("batch_size", DEMO_LENGTH["batch_size"])
-        else:
-            settings["epochs"] = DATA_EPOCHS
-    return settings

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-import config
 import data_utils
-import plots
+from oasis_gan import config, plots
 
 # Under pytest (conftest.py sets it) the notebook runs with its small reference settings on any machine, and
 # nbval compares its outputs with REFERENCE_NOTEBOOK's, which a user's own runs and saves never touch.
@@ -60,8 +59,13 @@ NOTEBOOK_ONLY = {
     "SEARCH_TEST": (bool, None),  # also search the test split
     "WALK_STEPS": (int, None),  # images on the latent-space walk
 }
-# The notebook's run draws samples, measures SSIM and saves a checkpoint every 50 steps (the CLI: 100).
-NOTEBOOK_BOOKKEEPING = {"sample_every": 50, "checkpoint_every": 50, "ssim_every": 50}
+# Where the notebook's run differs from train.py's on purpose (the rest, and what depends on the machine,
+# is decided as for train.py: oasis_gan/machine.py):
+# * its parameters cell trains on the train and validate splits (train.py: all three, as seed 000, the
+#   earlier project, did), so that the test split stays unseen for the SSIM search of step 7;
+# * it draws samples, measures SSIM and saves a checkpoint every 50 steps (train.py: 100), so the live
+#   view moves in a short run; these are not notebook variables, so they are set here.
+NOTEBOOK_CHOICES = {"sample_every": 50, "checkpoint_every": 50, "ssim_every": 50}
 LABEL_WIDTH, WIDGET_WIDTH = "210px", "460px"
 
 
@@ -135,27 +139,34 @@ def parameters(namespace: dict) -> dict:
     return {name: namespace[name] for name in notebook_variables()}
 
 
+def machine_choices(demo: bool, accelerator: bool) -> dict:
+    """The image size and batch size a machine with or without an accelerator gives a run
+    (oasis_gan/machine.py, as train.py), shown as the parameters cell's values."""
+    from oasis_gan import machine
+
+    chosen = machine.machine_defaults({"demo": demo}, machine.Machine(accelerator, native_bfloat16=False))
+    return {"image_size": chosen["image_size"],
+            "batch_size": chosen.get("batch_size", config.TrainConfig.batch_size)}
+
+
 def make_config(settings: dict) -> config.TrainConfig:
     """The validated, resolved TrainConfig of the notebook's settings; EPOCHS, when set, wins over STEPS.
 
-    Neither set: the main job's length (1000 steps, 1250 in bfloat16), whatever the data.
-    PRECISION "auto" becomes what this machine computes natively.
+    What the parameters cell leaves unset (None, or 0 in a widget) is decided by
+    oasis_gan/machine.py, as for train.py: PRECISION "auto" and the length.
     """
-    import engines  # Keras: the parameters cell has loaded it already
+    from oasis_gan import machine  # Keras: the parameters cell has loaded it already
 
     values = {item.name: settings[name] for name, item in config.notebook_settings().items()}
     values["demo"] = values["data_dir"] is None
     if values["epochs"]:
         values["steps"] = None
-    values["precision"] = engines.resolve_precision(values["precision"])
-    if not values["epochs"] and not values["steps"]:
-        values["steps"] = config.demo_steps(values["precision"])
-    return config.TrainConfig(**values, **NOTEBOOK_BOOKKEEPING).validate().resolved()
+    return machine.resolve({**values, **NOTEBOOK_CHOICES}, machine.Machine.detect())
 
 
 def new_run_dir(run_config: config.TrainConfig) -> Path:
     """The next free ``runs/notebook-<arch>-<size>px-NNN``."""
-    from run_folder import next_run_dir
+    from oasis_gan.runs.run_folder import next_run_dir
 
     return next_run_dir(run_config.arch, run_config.image_size, prefix="notebook-")
 
@@ -287,7 +298,7 @@ def machine_summary() -> str:
     """One line: the accelerator the Keras backend sees, or the CPU-only note."""
     import keras
 
-    import engines
+    from oasis_gan import engines
 
     engine = engines.current()
     found = engine.accelerators()

@@ -92,3 +92,20 @@ def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
 def sample_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
     """The latent vectors that generate.py and evaluate.py draw for ``--seed``."""
     return np.random.default_rng([seed, 5]).standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def real_batches(sampler: BatchSampler, engine, distribution, max_device_bytes: int):
+    """``step -> that step's real images``: gathered on the device where a single accelerator holds the
+    whole training set (at most ``max_device_bytes``), else read on the host from its memory map (a set
+    larger than the device's memory, several replicas, the CPU)."""
+    images = sampler.images
+    if distribution is None and engine.accelerators() and images.nbytes <= max_device_bytes:
+        on_device, gather = engine.to_device(images), engine.compile_gather()
+
+        def gathered(step: int):
+            indices, flips = sampler.batch_plan(step)
+            return gather(on_device, indices, flips)
+
+        return gathered
+    return sampler.real_batch
+

@@ -12,8 +12,8 @@ and fake = 0.
 ``fit()`` is exactly that loop with a progress bar, and the notebook shows
 it written out.  The pieces it stands on:
 
-* architectures.py: the models, optimizers and compiled step of each
-  architecture (the step's engine comes from engines.py: TensorFlow or JAX);
+* architectures/gan.py: the models, optimizers and compiled step of each
+  architecture (the step's engine comes from engines/: TensorFlow or JAX);
 * batches.py: each step's real images, flips and latents, a pure function
   of (seed, step), so a resumed run continues exactly;
 * run_folder.py: config.json, history.csv, sample grids, figures, and the
@@ -37,15 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-import architectures
-import checkpoints
 import data_utils
-import engines
-from batches import BatchSampler, float_images, latent_grid
-from bookkeeping import Checkpointer, Divergence, HistoryLog, SampleGrid, SessionClock
-from cluster import ClusterError, joined as joined_cluster
-from config import ConfigError, TrainConfig
-from run_folder import FollowerRunFolder, RunFolder, WriteError
+from oasis_gan import engines, machine
+from oasis_gan.architectures import gan
+from oasis_gan.batches import BatchSampler, float_images, latent_grid, real_batches
+from oasis_gan.bookkeeping import Checkpointer, Divergence, HistoryLog, SampleGrid, SessionClock
+from oasis_gan.cluster import ClusterError, joined as joined_cluster
+from oasis_gan.config import ConfigError, TrainConfig
+from oasis_gan.runs import checkpoints
+from oasis_gan.runs.run_folder import FollowerRunFolder, RunFolder, WriteError
 
 MODEL_FIELDS = ("arch", "image_size", "latent_dim")  # fixed for the life of a run
 DEVICE_SET_BYTES = 8 * 2**30  # the largest training set copied whole to one accelerator (OASIS at 256x256: 0.7 GiB)
@@ -169,9 +169,9 @@ class Trainer:
         self.distribution = engine.make_distribution(config.devices)
         self.replicas = engine.replica_count(self.distribution)
         _check_batch_split(config.batch_size, self.cluster, self.replicas)
-        self.architecture = architectures.for_config(config)
+        self.architecture = gan.for_config(config)
         self.architecture.build(engine, self.distribution)
-        self._device_images, self._gather = _placed_on_device(engine, self.images, self.distribution)
+        self.real_batch = real_batches(self.sampler, engine, self.distribution, DEVICE_SET_BYTES)  # step -> batch
 
         self.step = 0
         self.grid = SampleGrid(lambda: self.architecture.sampling_generator,
@@ -186,13 +186,13 @@ class Trainer:
     @classmethod
     def new(cls, config: TrainConfig, run_dir, images: np.ndarray | None = None, progress: bool = True) -> "Trainer":
         """Start a new run in ``run_dir`` (which must not hold one) from ``config``."""
-        config = with_absolute_paths(config.validate().resolved())
-        config = dataclasses.replace(config, precision=engines.resolve_precision(config.precision))
+        config = with_absolute_paths(config.validate())
+        config = machine.resolve(config.to_dict(), machine.Machine.detect())  # precision "auto" made concrete
         run = folder_for(run_dir)
         run.check_fresh()  # before the data load and model build, so nothing is wasted or changed
         with _locked_while_starting(run, remove_on_failure=True):  # no half-made folder is left behind
             trainer = cls(config, run, images, progress)
-            run.create(config, engines.describe_environment(), trainer.fixed_latents,
+            run.create(config, engines.describe_environment(), trainer.grid.latents,
                        float_images(trainer.images[: config.sample_grid]))
         trainer.checkpointer.warn_if_disk_is_low()
         return trainer
@@ -283,13 +283,8 @@ class Trainer:
         """Run one update and its bookkeeping; returns the history row when one is logged."""
         if self.clock.session_start is None:
             self.start()
-        if self._device_images is None:
-            real_images = self.sampler.real_batch(self.step)
-        else:
-            indices, flips = self.sampler.batch_plan(self.step)
-            real_images = self._gather(self._device_images, indices, flips)
-        latent_vectors = self.sampler.latent_batch(self.step)
-        self.history.add(self.architecture.train_step(self.step, real_images, latent_vectors))
+        self.history.add(self.architecture.train_step(self.step, self.real_batch(self.step),
+                                                      self.sampler.latent_batch(self.step)))
         self.step += 1
         row = None
         if self.step % self.config.log_every == 0 or self.done:
@@ -335,32 +330,10 @@ class Trainer:
             row = self.history.write(self.step, self.epoch, self.elapsed, self.done,
                                      self.architecture.history_extras(), self.measure_ssim)
         except Divergence as divergence:
-            raise self._diverged(divergence) from None
+            raise _end_diverged(self, divergence) from None
         if row is not None:
             self.clock.recorded = row["elapsed_s"]
         return row
-
-    def _diverged(self, divergence: Divergence) -> TrainingDiverged:
-        """End the session on divergence: the final figures from the last finite samples; the error to raise."""
-        self.history.pending.clear()
-        self.end_session()
-        self.run.save_final_figures(self.sample())
-        kept = self.run.latest_checkpoint()
-        advice = ("resume it from there" if kept else
-                  "resuming starts it again from step 0 with its config (change the rates with --g-lr/--d-lr)")
-        return TrainingDiverged(
-            f"training diverged at step {self.step} ({divergence.why}): {divergence.values}. The last good "
-            f"checkpoint ({kept if kept else 'none yet'}) is kept; lower the learning rates (--g-lr/--d-lr) and "
-            f"{advice}, or start again."
-        )
-
-    @property
-    def fixed_latents(self) -> np.ndarray:
-        return self.grid.latents
-
-    @property
-    def ssim_references(self) -> np.ndarray:
-        return self.grid.references
 
     def sample(self, latent_vectors=None) -> np.ndarray:
         """Generated images for the fixed latent grid (or the given latents)."""
@@ -377,11 +350,26 @@ class Trainer:
         try:
             return self.checkpointer.save(self.step, self.epoch, self.elapsed, self.history.pending)
         except Divergence as divergence:
-            raise self._diverged(divergence) from None
+            raise _end_diverged(self, divergence) from None
 
     def describe_networks(self) -> list[str]:
         """One line per network: its input and output shapes (from the models) and parameter count."""
         return describe_networks(self.architecture)
+
+
+def _end_diverged(trainer: Trainer, divergence: Divergence) -> TrainingDiverged:
+    """End the session on divergence: the final figures from the last finite samples; the error to raise."""
+    trainer.history.pending.clear()
+    trainer.end_session()
+    trainer.run.save_final_figures(trainer.sample())
+    kept = trainer.run.latest_checkpoint()
+    advice = ("resume it from there" if kept else
+              "resuming starts it again from step 0 with its config (change the rates with --g-lr/--d-lr)")
+    return TrainingDiverged(
+        f"training diverged at step {trainer.step} ({divergence.why}): {divergence.values}. The last good "
+        f"checkpoint ({kept if kept else 'none yet'}) is kept; lower the learning rates (--g-lr/--d-lr) and "
+        f"{advice}, or start again."
+    )
 
 
 def fit(trainer: Trainer, progress: bool = True, callback=None) -> str:
@@ -467,17 +455,6 @@ def _check_batch_split(batch_size: int, cluster, replicas: int | None = None) ->
         over = f" of {cluster.num_processes} processes" if cluster.multi else ""
         raise ConfigError("batch_size", f"{batch_size} does not split evenly over {replicas} devices{over}; "
                                         "use a multiple of the device count")
-
-
-def _placed_on_device(engine, images: np.ndarray, distribution):
-    """(images on the device, the compiled gather) on a single accelerator, else (None, None).
-
-    There the training set lives on the device and batches are gathered there; a set too large for
-    that (a set larger than memory, say) is gathered on the host from its memory map.
-    """
-    if distribution is None and engine.accelerators() and images.nbytes <= DEVICE_SET_BYTES:
-        return engine.to_device(images), engine.compile_gather()
-    return None, None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""The architectures: one table entry each (``table``), StyleGAN2's networks, and the GAN objects (``gan``)."""
