@@ -89,19 +89,8 @@ def pytest_xdist_make_scheduler(config, log):
     return WorkUnitScheduling(config, log)
 
 
-# The longest work units (40 s and more each on 2 cores), handed out first: collected last (driver.ipynb is
-# last in testpaths), one of them kept a worker busy while the other, with nothing left to take, waited.
-LONGEST_FIRST = ("driver.ipynb", "jax-processes",
-                 "tests/test_engines.py::"
-                 "test_jax_engine_trains_without_tensorflow_and_its_checkpoint_resumes_on_tensorflow",
-                 "tests/test_evaluate.py", "tests/test_stylegan.py",
-                 "tests/test_notebook.py::test_papermill_runs_the_notebook_headless_with_parameters",
-                 "tests/test_engines.py::test_jax_data_parallel_step_matches_one_device")
-
-
 def pytest_collection_modifyitems(config, items):
-    """Refuse a test file whose tests share a module-scoped fixture but would be spread over the workers;
-    put the longest work units first (their tests keep their order)."""
+    """Refuse a test file whose tests share a module-scoped fixture but would be spread over the workers."""
     for item in items:
         fixtures = getattr(item, "_fixtureinfo", None)
         shares_a_module_fixture = fixtures is not None and any(
@@ -110,5 +99,3 @@ def pytest_collection_modifyitems(config, items):
         if shares_a_module_fixture and work_unit(item.nodeid) == item.nodeid:
             raise pytest.UsageError(f"{item.nodeid.partition('::')[0]} shares a module-scoped fixture between its "
                                     f"tests: add it to FILES_KEPT_TOGETHER in conftest.py")
-    rank = {unit: index for index, unit in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: the rest keep their order
