@@ -72,7 +72,7 @@ _joined = SINGLE  # the run this process has joined: set once, by the engine's s
 
 
 def joined() -> Cluster:
-    """The run this process belongs to: what the engine joined (tensorflow_engine / jax_engine ``start_cluster``), else SINGLE."""
+    """The run this process belongs to: what the engine joined (its ``start_cluster``), else SINGLE."""
     return _joined
 
 

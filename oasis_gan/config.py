@@ -139,7 +139,8 @@ class TrainConfig:
                              notebook="DEMO_ROOT")
     demo_subjects: int = setting(48, "demo cohort size, 32 slices each (OASIS has 354 subjects)",
                                  flag="--demo-subjects", type=int, notebook="DEMO_SUBJECTS")
-    splits: tuple = setting(("train", "validate", "test"), "splits to train on (the earlier project seed 000 trained on all three)",
+    splits: tuple = setting(("train", "validate", "test"),
+                            "splits to train on (the earlier project seed 000 trained on all three)",
                             flag="--splits", type=str, choices=SPLITS, action="append", notebook="SPLITS")
     limit: int | None = setting(None, "use only the first N images (quick trials)", flag="--limit", type=int)
     # --- model
@@ -175,7 +176,8 @@ class TrainConfig:
                                    type=float, notebook="BETA_1", widget="Adam beta1 (blank: default)")
     beta_2: float | None = setting(None, f"Adam beta2 (default {_arch_default_help('beta_2')})", flag="--beta2",
                                    type=float)
-    flip: bool = setting(True, "no random left-right flips (as the earlier project seed 002 did: hemispheres are near-symmetric)",
+    flip: bool = setting(True, "no random left-right flips (the earlier project seed 002 flipped: hemispheres are "
+                               "near-symmetric)",
                          flag="--no-flip", type=bool, action="store_false", notebook="FLIP",
                          widget="left-right flips")
     # --- regularisers: any architecture (dcgan-plus and stylegan have all three unless set to 0 / off)

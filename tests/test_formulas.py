@@ -10,6 +10,9 @@ percentile, the whole training set where a subset of N belongs) gives a
 wrong number, not a number that is merely in range.
 """
 
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -86,6 +89,19 @@ def test_every_measure_against_its_hand_computed_value(grey_ssim):
     # 0.4 -> 0.45 (0.975), over the same among the (three) training slices, 0.925.
     assert report["recall"] == pytest.approx(0.975 / 0.925)
     assert report["recall_n_real"] == 2
+    # 95 % bootstrap intervals (1000 resamples, the stream [seed, 12]): realism's is the median of the
+    # samples' best scores over the median of the yardstick's, each drawn again with replacement
+    # (whichever order the held-out slices were taken in).  Recall's rows are paired: -0.5 is 0.975 alike
+    # its best sample and 0.95 its best training slice, 0.4 is 0.975 and 0.9, so a resample of both rows
+    # gives 0.975 / 0.925 and one of a single row 0.975 / 0.95 or 0.975 / 0.9, the interval's two ends.
+    def realism_interval(yardstick):
+        return metrics.bootstrap_interval(lambda ours, real: np.median(ours) / np.median(real),
+                                          [0.975, 0.9, 0.925, 1.0], yardstick, rng=np.random.default_rng([0, 12]))
+
+    low, high = report["realism_interval"]
+    assert any(np.allclose([low, high], realism_interval(order)) for order in ([0.95, 0.9], [0.9, 0.95]))
+    assert 0.9 / 0.95 <= low <= report["realism"] <= high <= 1 / 0.9
+    np.testing.assert_allclose(report["recall_interval"], [0.975 / 0.95, 0.975 / 0.9], rtol=1e-6)
     # The real slices' levels (0 and 28) resampled to N = 4 draws hold multiples of 1/4 of bands 0 and
     # 7: against a third in each of bands 0, 3, 7 that is 1/3 (two and two), 5/12 (one and three) or
     # 2/3 (all four in one band).
@@ -188,6 +204,16 @@ def test_verify_checkpoint_names_a_missing_a_resized_and_a_changed_file(tmp_path
                                         {"a.h5": b"x" * 100, "state.json": b"{}"})
         damage(folder)
         with pytest.raises(checkpoints.CorruptCheckpoint, match=message):
+            checkpoints.verify_checkpoint(folder)
+    for files, message in (([], "its \"files\" is not a mapping"),
+                           ({"../outside.h5": {"bytes": 1, "sha256": "0"}}, "not a file of the checkpoint"),
+                           ({"": {"bytes": 1, "sha256": "0"}}, "not a file of the checkpoint"),
+                           ({"a.h5": {"bytes": 100}}, "no size and checksum for a.h5"),
+                           ({"a.h5": [100]}, "no size and checksum for a.h5")):
+        folder = write_checkpoint_files(tmp_path / f"altered{len(list(tmp_path.iterdir()))}",
+                                        {"a.h5": b"x" * 100})
+        (folder / checkpoints.MANIFEST_FILE).write_text(json.dumps({"files": files}))
+        with pytest.raises(checkpoints.CorruptCheckpoint, match=re.escape(message)):
             checkpoints.verify_checkpoint(folder)
     legacy = tmp_path / "legacy"  # written before manifests: nothing to check against
     legacy.mkdir()

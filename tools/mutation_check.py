@@ -160,7 +160,12 @@ def run_in_process(mutant: Mutant, tests: list[str]) -> str:
 
 def scratch_copy(tests_from: str | None) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix="mutation-")) / "repo"
-    shutil.copytree(ROOT, workdir, ignore=shutil.ignore_patterns(".git", "data", "runs", "__pycache__", ".whl", ".gl"))
+    everywhere = shutil.ignore_patterns(".git", "__pycache__", ".whl", ".gl")
+
+    def ignore(folder, names):  # the data and run folders at the top, not oasis_gan/runs/ (the code)
+        return set(everywhere(folder, names)) | ({"data", "runs"} & set(names) if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, workdir, ignore=ignore)
     if tests_from:
         shutil.rmtree(workdir / "tests")
         archive = subprocess.run(["git", "archive", tests_from, "tests"], cwd=ROOT, capture_output=True, check=True)
