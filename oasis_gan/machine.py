@@ -40,10 +40,6 @@ class Machine:
 
         return cls(accelerator=bool(engines.current().accelerators()), native_bfloat16=engines.native_bfloat16())
 
-    def describe(self) -> str:
-        return ("GPU found" if self.accelerator else "CPU only") + \
-            f", bfloat16 {'native' if self.native_bfloat16 else 'not native'}"
-
 
 CPU = Machine(accelerator=False, native_bfloat16=False)  # the plainest machine: checks made before Keras loads
 
@@ -81,4 +77,4 @@ def resolve(settings: dict, machine: Machine) -> TrainConfig:
     """The run's config: ``settings`` (TrainConfig fields; missing or None: the default), with what the
     machine decides filled in, validated (ConfigError names the field) and resolved for its architecture."""
     given = {name: value for name, value in settings.items() if value is not None}
-    return TrainConfig.from_dict({**given, **machine_defaults(given, machine)}).validate().resolved()
+    return TrainConfig.from_dict({**given, **machine_defaults(settings, machine)}).validate().resolved()
