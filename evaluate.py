@@ -23,6 +23,15 @@ trained on, and among the test split, and writes REPORT.json:
   spectrum_shape_real        rings of spatial frequency) is from the held-out
                              slices': softness and grain both show; _real is N real
                              training slices' distance, the noise at N (held out only)
+  histogram_distance(_real)  the intensity histogram's distance from the held-out
+                             slices' (0 the same, 1 disjoint), and N real training slices'
+  ring_contrast(_real),      the scalp ring's contrast and the sharpness inside
+  sharpness(_real)           the head (appearance.py), the samples' and real slices'
+  classifier_accuracy        how often a small CNN, trained on other slices, tells a
+  classifier_accuracy_real   sample from a real training slice (0.5: it cannot); _real:
+                             the same for N other training slices (--classifier-updates 0: off)
+  *_interval                 95 % bootstrap intervals (realism, recall, level distance,
+                             spectrum shape, histogram distance, classifier accuracy)
   fid, kid_mean, kid_std     with --fid (Keras InceptionV3; see fid.py)
 
 and REPORT.png: the worst, median and best matches side by side.
@@ -44,12 +53,12 @@ import numpy as np
 import data_utils
 import metrics
 from oasis_gan import cli
-from oasis_gan.evaluation import appearance
+from oasis_gan.evaluation import appearance, classifier
 from oasis_gan.plots import COURSE_SSIM_BAR
 
 DEFAULT_N = 64
 HELD_OUT_SPLITS = ("test", "validate")
-BOOTSTRAP_RESAMPLES = 1000  # for the 95 % intervals of realism, recall and the level distance
+BOOTSTRAP_RESAMPLES = 1000  # for the 95 % intervals (realism, recall, level distance, spectrum, histogram)
 FIGURE_PICKS = ("worst", "p10", "median", "p90", "best")
 
 
@@ -66,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memorized-threshold", type=float, default=metrics.MEMORIZED_THRESHOLD,
                         help=f"best-match SSIM above which a sample counts as a near-copy "
                              f"(default {metrics.MEMORIZED_THRESHOLD})")
+    parser.add_argument("--classifier-updates", type=int, default=classifier.UPDATES,
+                        help="batches each two-sample classifier trains on (default %(default)s: about 25 s for both at "
+                             "64x64 on 2 CPU cores, 16 times that at 256x256); 0 leaves the classifier test out")
     parser.add_argument("--fid", action="store_true", help="also compute FID and KID (InceptionV3 features)")
     parser.add_argument("--inception-weights", default="imagenet",
                         help="'imagenet' (downloaded once), a local weights file, or 'random' (plumbing check)")
@@ -83,6 +95,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         (args.seed >= 0, "--seed", f"must be a non-negative integer, got {args.seed}"),
         (0.0 < args.memorized_threshold <= 1.0, "--memorized-threshold", f"must be in (0, 1], got {args.memorized_threshold}"),
         (not args.out or args.out.lower().endswith(".json"), "--out", f"must name a .json file, got {args.out!r}"),
+        (args.classifier_updates >= 0, "--classifier-updates", f"must be 0 (off) or more, got {args.classifier_updates}"),
         (args.fid_real >= 2, "--fid-real", f"must be at least 2, got {args.fid_real}"),
         (not args.data or Path(args.data).exists(), "--data", f"{args.data} does not exist"),
         (not args.fid or args.inception_size >= 75, "--inception-size", f"InceptionV3 needs at least 75, got {args.inception_size}"),
@@ -147,7 +160,8 @@ def matches_figure(generated: np.ndarray, references: np.ndarray, best_index: np
 
 def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray | None = None, *,
                       test_held_out: bool = True, top_k: int = 1, seed: int = 0, train_levels=None,
-                      memorized_threshold: float = metrics.MEMORIZED_THRESHOLD) -> tuple[dict, np.ndarray, np.ndarray]:
+                      memorized_threshold: float = metrics.MEMORIZED_THRESHOLD,
+                      classifier_updates: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
     """How close generated images come to real ones, by SSIM -> (report, indices, scores).
 
     ``indices`` and ``scores`` (each ``(N, top_k)``, best first) are every
@@ -192,6 +206,8 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
         report["level_histogram_train"] = metrics.level_histogram(train_levels).tolist()
         report["level_histogram_generated"] = metrics.level_histogram(train_levels[indices[:, 0]]).tolist()
         report["level_distance"] = metrics.level_distance(train_levels[indices[:, 0]], train_levels)
+    if classifier_updates:
+        report.update(two_sample_test(generated, train, classifier_updates, seed))
     if test is None:
         return report, indices, scores
     report.update(n_test_references=len(test), test_held_out=test_held_out,
@@ -216,11 +232,18 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
             lambda rows: np.median(among_samples[rows.astype(int)]) / np.median(among_real[rows.astype(int)]),
             paired, rng=bootstrap, resamples=BOOTSTRAP_RESAMPLES)
         # The spectrum's shape against the held-out slices, beside as many real training slices' (the noise)
-        report["spectrum_shape"] = metrics.spectrum_shape_distance(generated, test)
-        report["spectrum_shape_real"] = metrics.spectrum_shape_distance(real_subset, test)
+        rings = {name: metrics.ring_power(images) for name, images in
+                 (("samples", generated), ("held_out", test), ("real", real_subset))}
+        report["spectrum_shape"] = metrics.shape_distance(rings["samples"].mean(0), rings["held_out"].mean(0))
+        report["spectrum_shape_real"] = metrics.shape_distance(rings["real"].mean(0), rings["held_out"].mean(0))
+        report["spectrum_shape_interval"] = metrics.bootstrap_interval(
+            lambda ours, theirs: metrics.shape_distance(rings["samples"][ours.astype(int)].mean(0),
+                                                        rings["held_out"][theirs.astype(int)].mean(0)),
+            np.arange(n), np.arange(len(test)), rng=bootstrap, resamples=BOOTSTRAP_RESAMPLES)
         # The look: intensities against the held-out slices; the scalp ring and sharpness beside real ones
         report.update(appearance.against_held_out(data_utils.to_uint8(generated), data_utils.to_uint8(test),
-                                                  data_utils.to_uint8(real_subset)))
+                                                  data_utils.to_uint8(real_subset), rng=bootstrap,
+                                                  resamples=BOOTSTRAP_RESAMPLES))
         if train_levels is not None:
             matched = train_levels[real_index]
             resampled = matched[rng.integers(0, len(matched), n)] if len(matched) < n else matched
@@ -232,14 +255,32 @@ def compare_with_real(generated: np.ndarray, train: np.ndarray, test: np.ndarray
     return report, indices, scores
 
 
+def two_sample_test(generated: np.ndarray, train: np.ndarray, updates: int, seed: int) -> dict:
+    """The classifier test (classifier.py): can a small CNN tell the samples from as many real training
+    slices?  Beside it, as many other training slices against the same ones: what real slices score
+    (about 0.5).  The real side is the training set, not the held-out split: a set of slices from a few
+    subjects gives itself away (the demo's 2 test subjects' slices were told from training slices 73 % of
+    the time, its 5 validate subjects' 60 %: docs/results.md), and the training set holds many."""
+    order = np.random.default_rng([seed, 13]).permutation(len(train))
+    reference, others = train[order[: len(generated)]], train[order[len(generated) : 2 * len(generated)]]
+    report = classifier.two_sample_accuracy(generated, reference, updates=updates, seed=seed)
+    if len(others) >= 2:
+        real = classifier.two_sample_accuracy(others, reference, updates=updates, seed=seed)
+        report.update(classifier_accuracy_real=real["classifier_accuracy"],
+                      classifier_seconds=report["classifier_seconds"] + real["classifier_seconds"])
+    return report
+
+
 def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT_N, seed: int = 0,
                  held_out: str = "test", checkpoint=None, memorized_threshold: float = metrics.MEMORIZED_THRESHOLD, out=None,
-                 fid: dict | None = None, progress: bool = True, log=print) -> dict:
+                 fid: dict | None = None, classifier_updates: int = classifier.UPDATES, progress: bool = True,
+                 log=print) -> dict:
     """Evaluate ``n`` samples of a run (the report above); write REPORT.json and its figure.
 
     ``held_out`` names the split measured against (the report's ``test_*``
     keys hold its figures, ``held_out_split`` names it); ``fid`` (e.g.
-    ``{"weights": "imagenet", "real": 2048, "input_size": 299}``) adds FID and KID.  Returns the report, with the paths it wrote.
+    ``{"weights": "imagenet", "real": 2048, "input_size": 299}``) adds FID and KID; ``classifier_updates``
+    0 leaves out the two-sample classifier test.  Returns the report, with the paths it wrote.
     """
     from oasis_gan.runs import sampling
     from oasis_gan.batches import sample_latents
@@ -252,7 +293,8 @@ def evaluate_run(run_dir, *, data_dir=None, demo: bool = False, n: int = DEFAULT
     log(f"searching {len(train)} training and {len(test)} {held_out} images for the best match of each of {n} samples")
     summary, indices, scores = compare_with_real(generated, train, test, test_held_out=held_out not in config.splits,
                                                  seed=seed, memorized_threshold=memorized_threshold,
-                                                 train_levels=data_utils.slice_levels(train_files))
+                                                 train_levels=data_utils.slice_levels(train_files),
+                                                 classifier_updates=classifier_updates)
     nn_index, nn_score = indices[:, 0], scores[:, 0]
     report = {"run": str(run_dir), "step": int(state["step"]), "arch": config.arch, "image_size": config.image_size,
               "seed": seed, "data": description, "held_out_split": held_out, **summary}
@@ -359,10 +401,10 @@ def history_checks(history: dict[str, list[float]], tolerance: float = 1e-3) -> 
             f"D loss agrees with its mistakes (>= log 2 x the share it gets wrong): {verdict[d_agrees]}"]
 
 
-def interval(report: dict, key: str) -> str:
+def interval(report: dict, key: str, digits: int = 2) -> str:
     """" [low, high]" where the report holds the measure's bootstrap interval, else ""."""
     low_high = report.get(f"{key}_interval")
-    return f" [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else ""
+    return f" [{low_high[0]:.{digits}f}, {low_high[1]:.{digits}f}]" if low_high else ""
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -390,13 +432,20 @@ def summary_lines(report: dict) -> list[str]:
                      "from the training set's "
                      f"(0 the same, 1 disjoint{noise})")
     if "spectrum_shape" in report:
-        lines.append(f"spectrum shape: {report['spectrum_shape']:.3f} from the real {split} slices' (0 the same; "
+        lines.append(f"spectrum shape: {report['spectrum_shape']:.3f}{interval(report, 'spectrum_shape', 3)} from the real {split} slices' (0 the same; "
                      f"{report['spectrum_shape_real']:.3f} for as many real training slices)")
     if "histogram_distance" in report:
-        lines.append(f"look vs the real {split} slices: intensity histogram distance {report['histogram_distance']:.3f} "
+        lines.append(f"look vs the real {split} slices: intensity histogram distance {report['histogram_distance']:.3f}"
+                     f"{interval(report, 'histogram_distance', 3)} "
                      f"(as many real training slices: {report['histogram_distance_real']:.3f}); scalp ring contrast "
                      f"{report['ring_contrast']:.2f} (real training slices {report['ring_contrast_real']:.2f}); "
                      f"sharpness {report['sharpness']:.3f} (real {report['sharpness_real']:.3f})")
+    if "classifier_accuracy" in report:
+        real = (f"; other real training slices against the same: {report['classifier_accuracy_real']:.2f}"
+                if "classifier_accuracy_real" in report else "")
+        lines.append(f"two-sample classifier: tells samples from real training slices with accuracy "
+                     f"{report['classifier_accuracy']:.2f}{interval(report, 'classifier_accuracy')} "
+                     f"({report['classifier_n']} of each; 0.5 = it cannot tell them apart{real})")
     if "recall" in report:
         lines.append(f"recall {report['recall']:.2f}{interval(report, 'recall')} ({report['recall_n_real']} real {split} slices' median best match "
                      f"among the {report['n_generated']} samples, over the same among as many training slices)")
@@ -427,7 +476,8 @@ def main(argv=None) -> int:
     try:
         report = evaluate_run(args.run, data_dir=args.data, demo=args.demo, n=args.n, seed=args.seed,
                               held_out=args.held_out, checkpoint=args.checkpoint, memorized_threshold=args.memorized_threshold,
-                              out=args.out, fid=fid_options, progress=not args.quiet, log=log)
+                              out=args.out, fid=fid_options, classifier_updates=args.classifier_updates,
+                              progress=not args.quiet, log=log)
     except (FileNotFoundError, ValueError, RuntimeError) as error:  # FlagError, DataError, CheckpointError, a bad run
         parser.error(cli.flag_message(error, data_flag="--data" if args.data else "--run", default_flag="--run"))
     print("\n".join(summary_lines(report)))

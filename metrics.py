@@ -351,24 +351,40 @@ def spectrum_rings(size: int) -> int:
     return max(1, min(SPECTRUM_RINGS, size // 4))
 
 
-def radial_spectrum(images, rings: int | None = None) -> np.ndarray:
-    """Mean power per ring of spatial frequency, over the images: ``(rings,)``, ring 0 the lowest.
+def ring_power(images, rings: int | None = None) -> np.ndarray:
+    """Each image's mean power per ring of spatial frequency: ``(N, rings)``, ring 0 the lowest.
 
     Each image's mean is removed first, so ring 0 holds the head's shape,
     not its overall brightness.  ``rings`` defaults to ``spectrum_rings``.
+    Kept per image so that a set's spectrum can be resampled (bootstrap
+    intervals) without transforming the images again.
     """
     stack = as_image_stack(images, "images")
     height, width = stack.shape[1:]
     rings = rings or spectrum_rings(min(height, width))
     radius = np.hypot(*np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij")) / 0.5
-    ring = np.where(radius <= 1.0, np.minimum((radius * rings).astype(np.int64), rings - 1), -1)
-    power = np.zeros((height, width))
+    ring = np.where(radius <= 1.0, np.minimum((radius * rings).astype(np.int64), rings - 1), -1).ravel()
+    members = (ring[:, None] == np.arange(rings)[None, :]).astype(np.float64)
+    members /= members.sum(axis=0, keepdims=True)  # a ring's mean over its frequencies
+    power = np.empty((len(stack), rings))
     for start in range(0, len(stack), SPECTRUM_CHUNK):
         chunk = stack[start : start + SPECTRUM_CHUNK].astype(np.float64)
         chunk -= chunk.mean(axis=(1, 2), keepdims=True)
-        power += (np.abs(np.fft.fft2(chunk)) ** 2).sum(axis=0)
-    power /= len(stack)
-    return np.array([power[ring == index].mean() for index in range(rings)])
+        power[start : start + SPECTRUM_CHUNK] = (np.abs(np.fft.fft2(chunk)) ** 2).reshape(len(chunk), -1) @ members
+    return power
+
+
+def radial_spectrum(images, rings: int | None = None) -> np.ndarray:
+    """Mean power per ring of spatial frequency, over the images: ``(rings,)`` (``ring_power``'s mean)."""
+    return ring_power(images, rings).mean(axis=0)
+
+
+def shape_distance(spectrum, reference_spectrum) -> float:
+    """How far one radial spectrum's shape is from another's (``spectrum_shape_distance``'s rule)."""
+    difference = (np.log10(np.maximum(np.asarray(spectrum, np.float64), 1e-20))
+                  - np.log10(np.maximum(np.asarray(reference_spectrum, np.float64), 1e-20)))
+    upper = difference[-max(1, round(SPECTRUM_SHAPE_SHARE * len(difference))):]
+    return float(np.abs(upper - upper.mean()).max())
 
 
 def spectrum_shape_distance(images, reference) -> float:
@@ -380,7 +396,4 @@ def spectrum_shape_distance(images, reference) -> float:
     images fall below in the middle rings, grainy ones rise in the highest.
     A ring without power (flat images) counts as 1e-20.
     """
-    difference = (np.log10(np.maximum(radial_spectrum(images), 1e-20))
-                  - np.log10(np.maximum(radial_spectrum(reference), 1e-20)))
-    upper = difference[-max(1, round(SPECTRUM_SHAPE_SHARE * len(difference))):]
-    return float(np.abs(upper - upper.mean()).max())
+    return shape_distance(radial_spectrum(images), radial_spectrum(reference))

@@ -6,7 +6,8 @@
 Each variant is an architecture and train.py flags.  It trains
 ``python train.py --demo --arch ARCH FLAGS`` into ``runs/ablation/<variant>``
 (a finished run there is reused, an unfinished one resumed) with the test
-split held out, the same seed and length for all, runs ``evaluate.py --n N``
+and validate splits held out (it trains on train; ``--held-out test`` for a final table), the same seed
+and length for all, runs ``evaluate.py --n N --held-out validate``
 on each, and prints one Markdown table (written to
 ``Resources/ablation-<size>px.md``) with compare_archs.py's columns.  One
 seed is one draw: the level distance in particular moves by about 0.1
@@ -46,20 +47,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=512, help="generated images per evaluation (default 512)")
     parser.add_argument("--data", help="an OASIS folder (default: the demo cohort)")
-    compare_archs.add_shared_flags(parser)
+    compare_archs.add_shared_flags(parser, held_out="validate")
     args = parser.parse_args()
     compare_archs.prepare_data(args)
 
     lines = [f"{args.steps} steps of {args.batch_size} at {args.size}x{args.size}, seed {args.seed}; "
-             f"evaluate.py --n {args.n}", "", *compare_archs.TABLE_HEAD]
+             f"evaluate.py --n {args.n} --held-out {args.held_out}", "", *compare_archs.TABLE_HEAD]
     length = ["--steps", str(args.steps)]
     variants = {}
     for variant in args.variants:
         arch, *flags = shlex.split(variant)
         slug = "_".join(part.lstrip("-") for part in (arch, *flags, *(
             [args.precision] if args.precision != "float32" else [])))
+        held_out = "-validate" if args.held_out == "validate" else ""
         run = ROOT / "runs" / "ablation" / (f"{slug}-{args.size}px-{args.steps}steps-batch{args.batch_size}-"
-                                            f"seed{args.seed}{compare_archs.cohort_tag(args)}")
+                                            f"seed{args.seed}{compare_archs.cohort_tag(args)}{held_out}")
         variants[variant] = (arch, tuple(flags), run)
     if args.parallel:
         compare_archs.train_and_evaluate_at_once(list(variants.values()), length, args)
@@ -74,7 +76,7 @@ def main() -> None:
     lines[0] += f"; {first['data']}; device: {device}"
     table = "\n".join(lines)
     print(table)
-    out = ROOT / "Resources" / f"ablation-{args.size}px.md"
+    out = ROOT / "Resources" / f"ablation-{args.size}px{compare_archs.setting_tag(args)}.md"
     out.write_text(table + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 

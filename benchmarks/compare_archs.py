@@ -80,7 +80,7 @@ def train_command(arch: str, run: Path, length: list[str], args, flags: tuple = 
             return None
         return ["train.py", "--out", str(run), "--resume", "--quiet"]
     return ["train.py", *data, "--arch", arch, *flags, "--image-size", str(args.size), *length,
-            "--batch-size", str(args.batch_size), "--precision", args.precision, "--splits", "train", "validate",
+            "--batch-size", str(args.batch_size), "--precision", args.precision, "--splits", *training_splits(args),
             "--seed", str(args.seed), "--out", str(run), "--quiet"]
 
 
@@ -90,7 +90,8 @@ def evaluate_command(run: Path, args) -> list[str] | None:
     if report.is_file() and report.stat().st_mtime > (run / "history.csv").stat().st_mtime:
         return None
     data = ["--data", args.data] if args.data else []
-    return ["evaluate.py", "--run", str(run), *data, "--n", str(args.n), "--out", str(report), "--quiet"]
+    return ["evaluate.py", "--run", str(run), *data, "--n", str(args.n), "--held-out", args.held_out,
+            "--out", str(report), "--quiet"]
 
 
 def log_path(run: Path, job: str) -> Path:
@@ -99,7 +100,12 @@ def log_path(run: Path, job: str) -> Path:
 
 
 def report_path(run: Path, args) -> Path:
-    return run / f"compare-evaluation-n{args.n}.json"
+    return run / f"compare-evaluation-n{args.n}{'-validate' if args.held_out == 'validate' else ''}.json"
+
+
+def training_splits(args) -> list[str]:
+    """The splits a run trains on: all but the held-out one (choosing on validate trains on train alone)."""
+    return ["train"] if args.held_out == "validate" else ["train", "validate"]
 
 
 def launch(jobs: list[tuple[list[str] | None, Path]], parallel: bool) -> None:
@@ -161,18 +167,20 @@ def markdown_row(label: str, report: dict, elapsed: float, steps: int, rate: flo
             f"({report['nn_ssim_p10']:.3f}-{report['nn_ssim_p90']:.3f}) | {_with_interval(report, 'realism')} | "
             f"{_with_interval(report, 'level_distance')} ({report.get('level_distance_real', nan):.2f}) | "
             f"{_with_interval(report, 'recall')} | {report['diversity_ratio']:.2f} | "
-            f"{report.get('spectrum_shape', nan):.3f} ({report.get('spectrum_shape_real', nan):.3f}) | "
-            f"{report.get('histogram_distance', nan):.3f} ({report.get('histogram_distance_real', nan):.3f}) | "
+            f"{_with_interval(report, 'spectrum_shape', 3)} ({report.get('spectrum_shape_real', nan):.3f}) | "
+            f"{_with_interval(report, 'histogram_distance', 3)} ({report.get('histogram_distance_real', nan):.3f}) | "
             f"{report.get('sharpness', nan):.2f} ({report.get('sharpness_real', nan):.2f}) | "
             f"{report.get('ring_contrast', nan):.2f} ({report.get('ring_contrast_real', nan):.2f}) | "
+            f"{_with_interval(report, 'classifier_accuracy')} ({report.get('classifier_accuracy_real', nan):.2f}) | "
             f"{100 * report['memorized_fraction']:.1f}% |")
 
 
 TABLE_HEAD = [
     "| arch | train time | steps | images/s | best-match SSIM vs train: median (p10-p90) | realism [95 %] | "
-    "level distance [95 %] (noise) | recall [95 %] | diversity ratio | spectrum shape (real) | "
-    "histogram distance (real) | sharpness (real) | scalp ring contrast (real) | near-copies |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "level distance [95 %] (noise) | recall [95 %] | diversity ratio | spectrum shape [95 %] (real) | "
+    "histogram distance [95 %] (real) | sharpness (real) | scalp ring contrast (real) | "
+    "classifier accuracy [95 %] (real) | near-copies |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -180,10 +188,11 @@ def yardstick_row(report: dict) -> list[str]:
     if "real_test_nn_ssim_median" not in report:
         return []
     nan = float("nan")
-    return [f"| real test slices (yardstick) | | | | {report['real_test_nn_ssim_median']:.3f} "
+    return [f"| real {report.get('held_out_split', 'test')} slices (yardstick) | | | | {report['real_test_nn_ssim_median']:.3f} "
             f"({report['real_test_nn_ssim_p10']:.3f}-{report['real_test_nn_ssim_p90']:.3f}) | 1 | | 1 | 1 | "
             f"{report.get('spectrum_shape_real', nan):.3f} | {report.get('histogram_distance_real', nan):.3f} | "
-            f"{report.get('sharpness_real', nan):.2f} | {report.get('ring_contrast_real', nan):.2f} | |"]
+            f"{report.get('sharpness_real', nan):.2f} | {report.get('ring_contrast_real', nan):.2f} | "
+            f"{report.get('classifier_accuracy_real', nan):.2f} | |"]
 
 
 def run_summary(run: Path) -> tuple[float, int, float]:
@@ -236,13 +245,16 @@ def compare(budget: str, args, resources: Path) -> str:
     return "\n".join(lines)
 
 
-def add_shared_flags(parser: argparse.ArgumentParser) -> None:
+def add_shared_flags(parser: argparse.ArgumentParser, held_out: str = "test") -> None:
     """The flags this script and ablate_quality.py share beyond the budget's."""
     parser.add_argument("--demo-root", default="data/demo", help="where the demo cohort is (built if missing)")
     parser.add_argument("--demo-subjects", type=int, default=DEMO_SUBJECTS,
                         help=f"demo cohort size (default {DEMO_SUBJECTS}); another size rebuilds --demo-root")
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                         help="train.py --precision for every run (default float32)")
+    parser.add_argument("--held-out", default=held_out, choices=("test", "validate"),
+                        help=f"the split the runs are measured on (default {held_out}): choose settings on validate "
+                             "(the runs then train on train alone), report the final table on test")
     parser.add_argument("--parallel", action="store_true",
                         help="train the runs at once, sharing the machine (one GPU: a budget of minutes then "
                              "gives each run a share of it), then evaluate them at once; logs beside the runs")
@@ -254,8 +266,9 @@ def cohort_tag(args) -> str:
 
 
 def setting_tag(args) -> str:
-    """What a run folder's name adds for a seed or cohort other than the default."""
-    return (f"-seed{args.seed}" if args.seed != 0 else "") + cohort_tag(args)
+    """What a run folder's name adds for a seed, cohort or held-out split other than the default."""
+    return ((f"-seed{args.seed}" if args.seed != 0 else "") + cohort_tag(args)
+            + ("-validate" if args.held_out == "validate" else ""))
 
 
 def prepare_data(args) -> None:

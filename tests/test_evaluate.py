@@ -23,7 +23,8 @@ def tiny_run(tmp_path_factory, demo_dir):
 
 def test_report_keys_ranges_and_figure(tiny_run, tmp_path):
     out = tmp_path / "report.json"
-    result = run_script("evaluate.py", "--run", tiny_run, "--n", 6, "--out", out, "--quiet", cwd=tmp_path)
+    result = run_script("evaluate.py", "--run", tiny_run, "--n", 6, "--classifier-updates", 2, "--out", out, "--quiet",
+                        cwd=tmp_path)
     report = json.loads(out.read_text())
     # The summary agrees with the per-sample scores it summarises (each can fail when a formula is wrong).
     best = np.array([sample["nn_ssim"] for sample in report["samples"]])
@@ -43,12 +44,18 @@ def test_report_keys_ranges_and_figure(tiny_run, tmp_path):
     assert report["realism"] == pytest.approx(report["nn_ssim_median"] / report["real_test_nn_ssim_median"])
     assert len(report["level_histogram_generated"]) == 8 and sum(report["level_histogram_train"]) == pytest.approx(1)
     assert (tmp_path / "report-levels.png").is_file() and "realism" in result.stdout and "recall" in result.stdout
+    # The intervals of the look measures hold their value; the classifier test ran (2 updates: plumbing only)
+    for key in ("realism", "recall", "level_distance", "spectrum_shape", "histogram_distance"):
+        low, high = report[f"{key}_interval"]
+        assert np.isfinite([low, high]).all() and low <= high, key
+    assert report["classifier_n"] == 6 and 0 <= report["classifier_accuracy"] <= 1
+    assert "two-sample classifier" in result.stdout
 
 
 def test_held_out_validate_measures_against_that_split_and_says_when_the_run_trained_on_it(tiny_run, tmp_path):
     out = tmp_path / "validate.json"
-    result = run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--held-out", "validate", "--out", out, "--quiet",
-                        cwd=tmp_path)
+    result = run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--held-out", "validate", "--classifier-updates", 0,
+                        "--out", out, "--quiet", cwd=tmp_path)
     report = json.loads(out.read_text())
     # tiny_run trained on train and validate: against validate there is no realism or recall to report
     assert report["held_out_split"] == "validate" and report["test_held_out"] is False
@@ -61,7 +68,8 @@ def test_held_out_validate_measures_against_that_split_and_says_when_the_run_tra
 def test_best_matches_agree_with_skimage_on_generate_py_images(tiny_run, tmp_path):
     """The same seed gives generate.py's images; each reported match scores as skimage says."""
     out = tmp_path / "report.json"
-    run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--seed", 3, "--out", out, "--quiet", cwd=tmp_path)
+    run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--seed", 3, "--classifier-updates", 0, "--out", out,
+               "--quiet", cwd=tmp_path)
     run_script("generate.py", "--run", tiny_run, "--n", 4, "--seed", 3, "--out", tmp_path / "g.png",
                "--npy", tmp_path / "g.npy", cwd=tmp_path)
     generated = np.load(tmp_path / "g.npy")[..., 0]
@@ -74,7 +82,7 @@ def test_best_matches_agree_with_skimage_on_generate_py_images(tiny_run, tmp_pat
 
 def test_fid_option_with_random_weights(tiny_run, tmp_path):
     out = tmp_path / "report.json"
-    run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--fid", "--inception-weights", "random",
+    run_script("evaluate.py", "--run", tiny_run, "--n", 4, "--classifier-updates", 0, "--fid", "--inception-weights", "random",
                "--inception-size", 75, "--fid-real", 8, "--out", out, "--quiet", cwd=tmp_path)
     report = json.loads(out.read_text())
     assert np.isfinite(report["fid"]) and report["fid"] >= -1e-6

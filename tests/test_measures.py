@@ -81,6 +81,8 @@ def test_the_spectrum_shape_sees_softness_and_grain_that_ssim_misses(splits):
     for images in (soft, grain):
         report = measure(images, splits)
         assert report["spectrum_shape"] > 2.5 * honest["spectrum_shape"], report["spectrum_shape"]
+        # the bootstrap intervals (over the samples and the held-out slices) do not overlap
+        assert report["spectrum_shape_interval"][0] > honest["spectrum_shape_interval"][1]
     assert "spectrum shape" in "\n".join(evaluate.summary_lines(honest))
 
 
@@ -104,12 +106,34 @@ def test_the_look_measures_see_grain_blur_and_a_missing_scalp_and_give_intervals
     grainy = measure(grain, splits)
     assert grainy["sharpness"] > 1.3 * honest["sharpness_real"]
     assert grainy["histogram_distance"] > honest["histogram_distance"] + 0.04
+    assert grainy["histogram_distance_interval"][0] > honest["histogram_distance_interval"][1]
     assert honest["ring_contrast"] > 1.4 and measure(stripped, splits)["ring_contrast"] < 1.25
     for key in ("realism", "recall", "level_distance"):  # 95 % bootstrap intervals around the estimate
         low, high = honest[f"{key}_interval"]
         assert low <= honest[key] <= high and high - low > 0.01, (key, low, high)
     lines = "\n".join(evaluate.summary_lines(honest))
     assert "intensity histogram distance" in lines and f"realism {honest['realism']:.2f} [" in lines
+
+
+def test_the_two_sample_classifier_tells_blur_and_grain_from_real_but_not_real_from_real(splits):
+    from scipy import ndimage
+
+    from oasis_gan.evaluation import classifier
+
+    train = splits[0]
+    order = np.random.default_rng(5).permutation(len(train))
+    reference, others = train[order[:64]], train[order[64:128]]
+    soft = np.stack([ndimage.gaussian_filter(image, (1.0, 1.0, 0)) for image in others])
+    grain = np.clip(others + np.random.default_rng(0).normal(0, 0.12, others.shape), -1, 1).astype(np.float32)
+    accuracy = {name: classifier.two_sample_accuracy(images, reference, updates=100)
+                for name, images in (("real", others), ("soft", soft), ("grain", grain))}
+    # Measured here: other real slices 0.45, blurred by a pixel 1.0, grain of 15 grey levels 0.76.
+    assert accuracy["real"]["classifier_accuracy"] < 0.62
+    assert accuracy["soft"]["classifier_accuracy"] > 0.9 and accuracy["grain"]["classifier_accuracy"] > 0.65
+    low, high = accuracy["real"]["classifier_accuracy_interval"]
+    assert low < accuracy["real"]["classifier_accuracy"] < high and accuracy["real"]["classifier_n"] == 64
+    with pytest.raises(ValueError, match="samples are"):
+        classifier.two_sample_accuracy(soft[:, :32, :32], reference, updates=1)
 
 
 def test_bootstrap_interval_against_worked_values():
