@@ -120,20 +120,21 @@ def test_the_two_sample_classifier_tells_blur_and_grain_from_real_but_not_real_f
 
     from oasis_gan.evaluation import classifier
 
-    train = splits[0]
+    # At 32x32 (2x2 means of the cohort's slices): the networks cost a quarter of 64x64's
+    train = splits[0].reshape(-1, 32, 2, 32, 2, 1).mean(axis=(2, 4))
     order = np.random.default_rng(5).permutation(len(train))
     reference, others = train[order[:64]], train[order[64:128]]
     soft = np.stack([ndimage.gaussian_filter(image, (1.0, 1.0, 0)) for image in others])
-    grain = np.clip(others + np.random.default_rng(0).normal(0, 0.12, others.shape), -1, 1).astype(np.float32)
+    grain = np.clip(others + np.random.default_rng(0).normal(0, 0.15, others.shape), -1, 1).astype(np.float32)
     accuracy = {name: classifier.two_sample_accuracy(images, reference, updates=100)
                 for name, images in (("real", others), ("soft", soft), ("grain", grain))}
-    # Measured here: other real slices 0.45, blurred by a pixel 1.0, grain of 15 grey levels 0.76.
+    # Measured here: other real slices 0.48, blurred by a pixel 1.0, grain of 19 grey levels 0.82.
     assert accuracy["real"]["classifier_accuracy"] < 0.62
-    assert accuracy["soft"]["classifier_accuracy"] > 0.9 and accuracy["grain"]["classifier_accuracy"] > 0.65
+    assert accuracy["soft"]["classifier_accuracy"] > 0.9 and accuracy["grain"]["classifier_accuracy"] > 0.68
     low, high = accuracy["real"]["classifier_accuracy_interval"]
     assert low < accuracy["real"]["classifier_accuracy"] < high and accuracy["real"]["classifier_n"] == 64
     with pytest.raises(ValueError, match="samples are"):
-        classifier.two_sample_accuracy(soft[:, :32, :32], reference, updates=1)
+        classifier.two_sample_accuracy(soft[:, :16, :16], reference, updates=1)
 
 
 def test_bootstrap_interval_against_worked_values():
