@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"best-match SSIM above which a sample counts as a near-copy "
                              f"(default {metrics.MEMORIZED_THRESHOLD})")
     parser.add_argument("--classifier-updates", type=int, default=classifier.UPDATES,
-                        help="batches each two-sample classifier trains on (default %(default)s: about 25 s for both at "
+                        help="batches each two-sample classifier trains on per fold (default %(default)s: about 30 s for both at "
                              "64x64 on 2 CPU cores, 16 times that at 256x256); 0 leaves the classifier test out")
     parser.add_argument("--fid", action="store_true", help="also compute FID and KID (InceptionV3 features)")
     parser.add_argument("--inception-weights", default="imagenet",
@@ -259,8 +259,8 @@ def two_sample_test(generated: np.ndarray, train: np.ndarray, updates: int, seed
     """The classifier test (classifier.py): can a small CNN tell the samples from as many real training
     slices?  Beside it, as many other training slices against the same ones: what real slices score
     (about 0.5).  The real side is the training set, not the held-out split: a set of slices from a few
-    subjects gives itself away (the demo's 2 test subjects' slices were told from training slices 73 % of
-    the time, its 5 validate subjects' 60 %: docs/results.md), and the training set holds many."""
+    subjects gives itself away (the demo's 2 test subjects' slices were told from training slices 86 % of
+    the time, its 5 validate subjects' 67 %: docs/evaluation.md), and the training set holds many."""
     order = np.random.default_rng([seed, 13]).permutation(len(train))
     reference, others = train[order[: len(generated)]], train[order[len(generated) : 2 * len(generated)]]
     report = classifier.two_sample_accuracy(generated, reference, updates=updates, seed=seed)

@@ -14,17 +14,18 @@ of each kind) and predicts this one, so every slice is predicted once by a
 network that never saw it.  Each network sees ``updates`` batches of 32
 (left-right flips double the data: brains are near-symmetric, and a flip
 is no clue to either side), so the time does not grow with the number of
-slices: about 12 s at 64x64 on 2 CPU cores.
+slices: about 14 s at 64x64 on 2 CPU cores.
 
-What it sees, measured on the demo cohort at 64x64 against 160 random
-training slices (docs/results.md): 160 other training slices 0.45,
-the same slices with grain of 6 grey levels 0.66 and of 15 grey levels
-0.87, blurred by half a pixel 0.85.  Two things to keep in mind: the real
-side should hold many subjects (evaluate.py uses the training set: the
-slices of a few subjects give themselves away, 0.73 for the 2 test
-subjects' slices), and exact copies of the real side's slices score
-under 0.5 (a copy of a slice the network learned as real, labelled
-generated, is called real), so read it with the near-copy share.
+What it sees (``python benchmarks/classifier_check.py``: the 48-subject demo
+cohort at 64x64, against 160 random training slices): 160 other training
+slices 0.48, the same with grain of 6 grey levels 0.57 and of 15 grey
+levels 0.82, blurred by half a pixel 0.86 and by one pixel 1.00.  Two
+things to keep in mind: the real side should hold many subjects
+(evaluate.py uses the training set: the slices of a few subjects give
+themselves away, 0.86 for the 2 test subjects' slices), and exact copies of
+the real side's slices score under 0.5 (0.29: a copy the network learned
+as real, labelled generated, is called real), so read it with the
+near-copy share.
 """
 
 from __future__ import annotations
