@@ -38,7 +38,6 @@ BATCH = 32
 UPDATES = 300  # batches per fold: 9,600 slices seen (about 3 s per fold at 64x64 on 2 CPU cores)
 FOLDS = 4
 LEARNING_RATE = 1e-3
-CHUNK = 25  # batches handed to Keras at once (compiled together: steps_per_execution)
 SMALLEST_SIDE = 8  # strided convolutions halve the image until it is this small
 
 
@@ -58,18 +57,17 @@ def _network(size: int, seed: int):
                keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(seed + index))]
     model = keras.Sequential(layers)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True), steps_per_execution=CHUNK)
+                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
     return model
 
 
 def _as_stack(images, name: str) -> np.ndarray:
-    """(N, H, W) or (N, H, W, 1) floats in [-1, 1] -> (N, H, W, 1) float32, square, checked."""
-    stack = np.asarray(images, np.float32)
-    if stack.ndim == 4 and stack.shape[-1] == 1:
-        stack = stack[..., 0]
-    if stack.ndim != 3 or stack.shape[1] != stack.shape[2] or len(stack) < 2:
-        raise ValueError(f"two_sample_accuracy: {name} must be at least 2 square grayscale images "
-                         f"(N, H, W) or (N, H, W, 1), got shape {np.shape(images)}")
+    """metrics.as_image_stack's checks (shape, float in [-1, 1]), then square and at least 2 -> (N, H, W, 1)."""
+    import metrics
+
+    stack = metrics.as_image_stack(images, f"two_sample_accuracy: {name}")
+    if stack.shape[1] != stack.shape[2] or len(stack) < 2:
+        raise ValueError(f"two_sample_accuracy: {name} must be at least 2 square images, got shape {np.shape(images)}")
     return stack[..., None]
 
 
@@ -113,11 +111,9 @@ def two_sample_accuracy(samples, real, *, folds: int = FOLDS, updates: int = UPD
         for variable in model.optimizer.variables:  # Adam's moments and step count (none before the first fold)
             if not variable.path.endswith("learning_rate"):
                 variable.assign(np.zeros(variable.shape, variable.dtype))
-        for start in range(0, updates, CHUNK):  # CHUNK batches per call: one trip from Python, not one per batch
-            count = min(CHUNK, updates - start)
-            batches = np.concatenate([np.concatenate([rng.choice(kind, BATCH // 2) for kind in kinds])
-                                      for _ in range(count)])  # half of each kind in every batch
-            model.fit(x[batches], y[batches][:, None], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        for _ in range(updates):
+            batch = np.concatenate([rng.choice(kind, BATCH // 2) for kind in kinds])  # half of each kind
+            model.train_on_batch(x[batch], y[batch][:, None])
         predicted = np.flatnonzero(fold == part)
         logits = np.asarray(model(images[predicted], training=False), np.float32)[:, 0]
         correct[predicted] = (logits > 0) == (labels[predicted] == 1)
