@@ -109,6 +109,7 @@ def test_frechet_and_kernel_distances_on_known_features():
     (["--n", "1"], "--n: must be at least 2"),
     (["--out", "report.txt"], "--out: must name a .json file"),
     (["--memorized-threshold", "1.5"], "--memorized-threshold"),
+    (["--classifier-updates", "-1"], "--classifier-updates: must be 0 (off) or more"),
     (["--data", "no/such/folder"], "--data: no/such/folder does not exist"),
     (["--fid", "--inception-weights", "missing.h5"], "--inception-weights: missing.h5 is not a file"),
 ])
