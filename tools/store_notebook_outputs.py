@@ -19,7 +19,11 @@ It writes two files:
   and progress bars are left out: they only work in a live session.
 
 Each run starts a fresh kernel in the repository root; nothing is stored if a
-cell raises an error.
+cell raises an error.  A cell that gives no reply within ``--cell-timeout``
+seconds (default 1200: the main job's training cell takes 5-7 minutes on 2
+cores) ends that run, and the run starts again once from a fresh kernel: with
+ipykernel 6.31 a finished cell's reply was once lost and the client waited on
+it for good (requirements.txt).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -61,15 +66,31 @@ def compared_outputs_only(notebook):
     return reference
 
 
-def executed(reference: bool):
-    """driver.ipynb run top to bottom in a fresh kernel, with the reference settings or the notebook's own."""
+def executed(reference: bool, cell_timeout: int = 1200, tries: int = 2):
+    """driver.ipynb run top to bottom in a fresh kernel, with the reference settings or the notebook's own.
+
+    A stalled cell (no reply in ``cell_timeout`` seconds) starts the run again
+    from a fresh kernel, up to ``tries`` runs in all.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            return executed_once(reference, cell_timeout)
+        except CellTimeoutError as error:
+            if attempt == tries:
+                raise
+            print(f"a cell gave no reply in {cell_timeout} s ({str(error).splitlines()[0]}); "
+                  "running the notebook again from a fresh kernel", flush=True)
+
+
+def executed_once(reference: bool, cell_timeout: int):
+    """One run of driver.ipynb in a fresh kernel (executed's single try)."""
     if reference:
         os.environ[notebook_ui.REFERENCE_RUN_VARIABLE] = "1"
     else:
         os.environ.pop(notebook_ui.REFERENCE_RUN_VARIABLE, None)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     start = time.perf_counter()
-    client = NotebookClient(notebook, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    client = NotebookClient(notebook, timeout=cell_timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
     client.execute()  # raises CellExecutionError, leaving both files untouched, if a cell fails
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
@@ -83,14 +104,18 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="store the reference run's outputs in driver.ipynb too")
     parser.add_argument("--reference-only", action="store_true",
                         help="store only the check's reference; driver.ipynb keeps the outputs it has")
+    parser.add_argument("--cell-timeout", type=int, default=1200,
+                        help="seconds a cell may run before the run is started again once (default 1200)")
     args = parser.parse_args(argv)
-    reference = executed(reference=True)
+    if args.cell_timeout <= 0:
+        parser.error(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
+    reference = executed(reference=True, cell_timeout=args.cell_timeout)
     if args.reference_only:
         REFERENCE.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(compared_outputs_only(reference), REFERENCE)
         print(f"stored the reference run's compared outputs in {REFERENCE.relative_to(ROOT)}")
         return
-    readers = reference if args.quick else executed(reference=False)
+    readers = reference if args.quick else executed(reference=False, cell_timeout=args.cell_timeout)
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(compared_outputs_only(reference), REFERENCE)
     nbformat.write(without_live_outputs(readers), NOTEBOOK)
