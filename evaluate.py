@@ -1,6 +1,6 @@
 """Report on a trained run's samples: fidelity, memorisation and diversity by SSIM.
 
-    python evaluate.py --run runs/dcgan-plus-64px-001 --n 64              # against the data the run used
+    python evaluate.py --run runs/dcgan-ada-64px-001 --n 64              # against the data the run used
     python evaluate.py --run RUN --demo --n 64 --out report.json
     python evaluate.py --run RUN --data /path/to/oasis --n 200 --fid --inception-weights imagenet
 

@@ -1,6 +1,6 @@
 """Generate new brain slices from a trained run.
 
-    python generate.py --run runs/dcgan-plus-64px-001 --n 64 --out grid.png
+    python generate.py --run runs/dcgan-ada-64px-001 --n 64 --out grid.png
     python generate.py --run RUN --n 1000 --out grid.png --npy samples.npy --seed 7
     python generate.py --run runs/stylegan-64px-001 --n 64 --out typical.png --truncation 0.7
 

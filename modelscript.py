@@ -8,13 +8,18 @@ no I/O and no plotting.
 
 Architectures (``arch``):
 
-``"dcgan-plus"`` (the default)
+``"dcgan-ada"`` (the default)
+    seed 000's networks ("dcgan" below) trained with the regularisers of
+    StyleGAN2-ADA (oasis_gan/architectures/gan.py): R1 on D, a generator EMA
+    that draws the samples, and adaptive augmentation.  On the demo cohort at
+    the CPU budget it is the most realistic (docs/results.md).
+``"dcgan-plus"`` (the default until 2026-12-04)
     dcgan-classic's networks, but the generator's last upsampling keeps 32
     channels (batchnorm, ReLU) and a 3x3 conv draws the image from them (less
     pixel speckle than a transposed conv straight to the image leaves),
-    trained with the regularisers of StyleGAN2-ADA (oasis_gan/architectures/gan.py): R1 on
-    D, a generator EMA that draws the samples, and adaptive augmentation.  On
-    the CPU demo budget it is the most realistic (docs/results.md).
+    trained with the same regularisers.  On the demo cohort built since
+    2026-12 (whole head, T1 contrast) its samples collapse to one image
+    (docs/results.md); it stays so its runs load and compare.
 ``"dcgan"`` (seed 000's design)
     G: latent 256 -> dense -> (S/8, S/8, C) -> three 4x4 stride-2 transposed
     convs (256, 128, 64 filters) -> two 3x3 convs (32, then 1 + tanh);

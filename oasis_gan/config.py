@@ -37,7 +37,8 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # Training length when neither --epochs nor --steps is given: `--demo` alone must finish in
 # under 10 minutes on 2 CPU cores, cohort build included: 1000 steps of 16 at 64x64 with
 # dcgan-plus in float32 (9.0 minutes measured), 1250 in bfloat16, which is about 29 % faster
-# where the CPU computes it natively (8.8-9.8 minutes; docs/results.md).
+# where the CPU computes it natively (8.8-9.8 minutes; docs/results.md).  The default since
+# 2026-12-04, dcgan-ada, trains them in about three quarters of dcgan-plus's time.
 DEMO_LENGTH = {"steps": 1000, "bfloat16_steps": 1250, "batch_size": 16}
 DATA_EPOCHS = 50
 MAX_SEED = 2**32 - 1  # what every random generator here takes
@@ -114,7 +115,7 @@ def setting(default=None, help="", *, flag=None, type=None, choices=None, action
 
 
 def _arch_default_help(name: str) -> str:
-    """A setting's defaults by architecture, for its help: "dcgan-plus 100, dcgan 256, ..."."""
+    """A setting's defaults by architecture, for its help: "dcgan-ada 256, dcgan-plus 100, ..."."""
     return ", ".join(f"{entry.name} {entry.defaults[name]:g}" for entry in table.TABLE)
 
 
@@ -180,22 +181,22 @@ class TrainConfig:
                                "near-symmetric)",
                          flag="--no-flip", type=bool, action="store_false", notebook="FLIP",
                          widget="left-right flips")
-    # --- regularisers: any architecture (dcgan-plus and stylegan have all three unless set to 0 / off)
+    # --- regularisers: any architecture (dcgan-ada, dcgan-plus and stylegan have all three unless set to 0 / off)
     r1_gamma: float | None = setting(
-        None, "R1 penalty weight, 0: off (default: dcgan-plus and stylegan 0.0002 * size^2 / batch, the "
+        None, "R1 penalty weight, 0: off (default: dcgan-ada, dcgan-plus and stylegan 0.0002 * size^2 / batch, the "
               "seeds' dcgans 0)", flag="--r1-gamma", type=float, group="regularisers")
     r1_every: int = setting(16, "steps between R1 penalties (lazy regularisation)", flag="--r1-every", type=int,
                             group="regularisers")
     ema_kimg: float | None = setting(
         None, "half-life of the generator's moving average (EMA), which then draws the samples, in thousands "
-              "of images, 0: off (default: dcgan-plus and stylegan batch*10/32, the seeds' dcgans 0)",
+              "of images, 0: off (default: dcgan-ada, dcgan-plus and stylegan batch*10/32, the seeds' dcgans 0)",
         flag="--ema-kimg", type=float, group="regularisers")
     ema_rampup: float = setting(
         0.05, "the EMA's half-life is at most this share of the images seen so far, 0: no ramp (StyleGAN2-ADA's "
               "0.05; in a short run it, not --ema-kimg, sets the half-life)", flag="--ema-rampup", type=float,
         group="regularisers")
     augment: str | None = setting(
-        None, "adaptive discriminator augmentation (default: dcgan-plus and stylegan ada, the seeds' dcgans off)",
+        None, "adaptive discriminator augmentation (default: dcgan-ada, dcgan-plus and stylegan ada, the seeds' dcgans off)",
         flag="--augment", type=str, choices=AUGMENT_MODES, group="regularisers")
     ada_target: float = setting(0.6, "ADA raises p while E[sign(D(real))] is above this", flag="--ada-target",
                                 type=float, group="regularisers")

@@ -39,7 +39,7 @@ def test_the_notebook_opens_clean_in_jupyterlab(tmp_path):
         text = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
         images = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
     assert "Brain MRI GAN: the driver notebook" in text
-    assert "plus_generator_64" in text  # the default, dcgan-plus
+    assert "dcgan_generator_64" in text  # the default, dcgan-ada
     assert len(images) >= 5  # the stored figures render
     for noise in ("VBox(children", "IntSlider(", "HBox(children", "E0000", "I0000", "absl::"):
         assert noise not in text, noise

@@ -38,7 +38,7 @@ def test_train_then_generate_end_to_end(tmp_path, demo_dir):
     run = tmp_path / "run"
     trained = run_script("train.py", "--data", demo_dir, "--steps", 8, "--out", run, *QUICK, cwd=tmp_path)
     config = json.loads((run / "config.json").read_text())
-    assert config["arch"] == "dcgan-plus" and config["image_size"] == 32 and config["steps"] == 8
+    assert config["arch"] == "dcgan-ada" and config["image_size"] == 32 and config["steps"] == 8
     native = machine.precision_for("auto", machine.Machine.detect())  # --precision auto: what is native here
     assert config["precision"] == native and f"precision: {native} (bfloat16 is " in trained.stdout
     assert history_steps(run) == [2, 4, 6, 8]

@@ -202,7 +202,7 @@ def test_the_machine_decides_image_size_precision_and_length_once_for_what_is_le
     given = machine.resolve({"demo": True, "steps": 7, "image_size": 32, "batch_size": 8, "epochs": None,
                              "precision": "mixed_float16", "latent_dim": None}, gpu)  # None: unset
     assert (given.steps, given.image_size, given.batch_size, given.precision, given.latent_dim) == \
-        (7, 32, 8, "mixed_float16", 100)  # resolved: dcgan-plus's latent size
+        (7, 32, 8, "mixed_float16", 256)  # resolved: dcgan-ada's latent size
     with pytest.raises(ConfigError, match="batch_size"):
         machine.resolve({"demo": True, "batch_size": 0}, cpu)
 

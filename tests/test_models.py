@@ -72,6 +72,18 @@ def test_plus_draws_the_image_with_a_3x3_conv_and_keeps_the_classic_discriminato
     assert modelscript.build_discriminator("dcgan-plus", 64).count_params() == classic.count_params()
 
 
+def test_the_default_dcgan_ada_is_seed_000s_networks_with_the_regularisers():
+    from oasis_gan.config import TrainConfig
+
+    default = TrainConfig(data_dir="x", steps=1, batch_size=16).validate().resolved()
+    assert default.arch == "dcgan-ada" and default.latent_dim == 256
+    assert (default.r1_gamma, default.ema_kimg, default.augment) == (0.0002 * 64**2 / 16, 5.0, "ada")
+    for build in (modelscript.build_generator, modelscript.build_discriminator):
+        ada, seed = build("dcgan-ada", 64), build("dcgan", 64)
+        assert ada.name == seed.name  # dcgan_generator_64, dcgan_discriminator_64
+        assert [(w.path, w.shape) for w in ada.weights] == [(w.path, w.shape) for w in seed.weights]
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="arch: must be one of"):
         modelscript.build_generator("gan")

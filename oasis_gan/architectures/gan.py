@@ -6,8 +6,8 @@
   none of the regularisers below (the seeds' "dcgan" and "dcgan-classic" as
   they trained) the step is the plain BCE one (objectives.gan_objectives),
   and G draws the samples.
-* the regularisers, each a setting that any architecture takes ("stylegan"
-  and "dcgan-plus" have all three by default; see config.resolved):
+* the regularisers, each a setting that any architecture takes ("stylegan",
+  "dcgan-ada" and "dcgan-plus" have all three by default; see config.resolved):
   ``ema_kimg`` > 0 adds an averaged generator (EMA) that draws every sample;
   ``augment="ada"`` shows D adaptively augmented images (its probability p is
   training state); ``r1_gamma`` > 0 adds the lazy R1 penalty, with two

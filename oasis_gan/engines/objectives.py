@@ -8,7 +8,7 @@ models' (mixed) precision.
 * ``gan_objectives``: the plain forward pass and BCE losses (the seeds'
   DCGANs as they trained).
 * ``regularised_objectives``: the same with adaptive augmentation of what D
-  sees (augment.py) and the R1 penalty (stylegan, dcgan-plus, and any
+  sees (augment.py) and the R1 penalty (stylegan, dcgan-ada, dcgan-plus, and any
   architecture given --augment ada or --r1-gamma), and for stylegan the
   path-length penalty on G (``path_length_penalty``, --pl-weight).
 * ``ema_beta`` and ``moving_average``: the generator's exponential moving

@@ -65,7 +65,7 @@ def load_generator(run_dir, checkpoint=None, averaged: bool = True):
     The weights are those of the newest good checkpoint (a corrupt one is
     skipped with a warning), or of ``checkpoint`` (a folder, or its name
     under RUN/checkpoints/).  Runs that keep a generator average (EMA; the
-    default for dcgan-plus and stylegan) sample from it; ``averaged=False``
+    default for dcgan-ada, dcgan-plus and stylegan) sample from it; ``averaged=False``
     gives G as trained instead.
     """
     run = RunFolder(run_dir)
