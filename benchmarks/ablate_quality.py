@@ -1,7 +1,7 @@
 """What each change bought: the seeds' DCGANs with and without each regulariser, one table.
 
     python benchmarks/ablate_quality.py                 # CPU: 64x64, 700 steps of 16, seed 0 (about 40 minutes)
-    python benchmarks/ablate_quality.py --variants dcgan-plus "dcgan-plus --augment off"
+    python benchmarks/ablate_quality.py --variants dcgan-ada "dcgan-ada --augment off"
 
 Each variant is an architecture and train.py flags.  It trains
 ``python train.py --demo --arch ARCH FLAGS`` into ``runs/ablation/<variant>``
@@ -34,6 +34,7 @@ VARIANTS = (
     "dcgan-classic --ema-kimg 5",
     "dcgan-classic --ema-kimg 5 --r1-gamma 0.05",
     "dcgan-plus",
+    "dcgan-ada",
 )
 
 

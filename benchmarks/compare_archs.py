@@ -4,7 +4,7 @@
     python benchmarks/compare_archs.py --budgets minutes --minutes 10
     python benchmarks/compare_archs.py --size 256 --steps 3000 --batch-size 32 --minutes 10 \\
         --data /path/to/oasis                            # a GPU
-    KERAS_BACKEND=jax python benchmarks/compare_archs.py --archs dcgan-plus dcgan-classic stylegan --size 256 \\
+    KERAS_BACKEND=jax python benchmarks/compare_archs.py --archs dcgan-ada dcgan-plus stylegan --size 256 \\
         --budgets minutes --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel   # all three at once
 
 For each architecture and budget it trains ``python train.py`` into
@@ -30,8 +30,8 @@ architectures, and each run's images/s says what share it got.
 back from the machine that trained them; tools/device_compare.sh runs this
 script on a GPU machine without TensorFlow and sends them back).
 
-The CPU default takes about 75 minutes on 2 cores (stylegan's 700 steps
-alone take about 29).
+The CPU default takes about 90 minutes on 2 cores for the five
+architectures (stylegan's 700 steps alone take about 29).
 """
 
 from __future__ import annotations

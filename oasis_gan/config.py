@@ -35,11 +35,13 @@ AUGMENT_MODES = ("ada", "off")
 # (machine.precision_for); a run records what it resolved to.
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # Training length when neither --epochs nor --steps is given: `--demo` alone must finish in
-# under 10 minutes on 2 CPU cores, cohort build included: 1000 steps of 16 at 64x64 with
-# dcgan-plus in float32 (9.0 minutes measured), 1250 in bfloat16, which is about 29 % faster
-# where the CPU computes it natively (8.8-9.8 minutes; docs/results.md).  The default since
-# 2026-12-04, dcgan-ada, trains them in about three quarters of dcgan-plus's time.
-DEMO_LENGTH = {"steps": 1000, "bfloat16_steps": 1250, "batch_size": 16}
+# under 10 minutes on 2 CPU cores, cohort build included, with the default architecture.
+# dcgan-ada trains 2000 steps of 16 at 64x64 in bfloat16 in 7.6 minutes with the cohort build
+# (458 s measured on 2 Xeon cores with AMX; docs/results.md), where the CPU computes bfloat16
+# natively; float32 takes about 1.3x as long per step (measured for dcgan-plus), so 1600.
+# Until 2026-12-06 the length was 1250 and 1000, dcgan-plus's; other architectures take longer
+# per step (dcgan-plus about 1.3x, stylegan about 4x): cap them with --minutes.
+DEMO_LENGTH = {"steps": 1600, "bfloat16_steps": 2000, "batch_size": 16}
 DATA_EPOCHS = 50
 MAX_SEED = 2**32 - 1  # what every random generator here takes
 MAX_LATENT_DIM = 8192  # 16x the largest architecture default; larger only fills memory

@@ -190,10 +190,10 @@ def test_the_machine_decides_image_size_precision_and_length_once_for_what_is_le
     cpu, bf16_cpu = machine.Machine(False, False), machine.Machine(False, True)
     gpu = machine.Machine(accelerator=True, native_bfloat16=True)
     demo = machine.resolve({"demo": True}, cpu)
-    assert (demo.image_size, demo.precision, demo.steps, demo.epochs, demo.batch_size) == (64, "float32", 1000, None, 16)
+    assert (demo.image_size, demo.precision, demo.steps, demo.epochs, demo.batch_size) == (64, "float32", 1600, None, 16)
     demo = machine.resolve({"demo": True, "precision": "auto"}, bf16_cpu)  # more steps fit 10 minutes in bfloat16
-    assert (demo.precision, demo.steps, demo.batch_size) == ("mixed_bfloat16", 1250, 16)
-    assert machine.resolve({"demo": True, "precision": "float32"}, bf16_cpu).steps == 1000  # follows the precision
+    assert (demo.precision, demo.steps, demo.batch_size) == ("mixed_bfloat16", 2000, 16)
+    assert machine.resolve({"demo": True, "precision": "float32"}, bf16_cpu).steps == 1600  # follows the precision
     on_gpu = machine.resolve({"demo": True}, gpu)  # an accelerator: the task's size, epochs at the usual batch
     assert (on_gpu.image_size, on_gpu.precision, on_gpu.epochs, on_gpu.steps, on_gpu.batch_size) == \
         (256, "mixed_bfloat16", 50, None, 32)

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # benchmarks/compare_archs.py on a GPU machine that has JAX but no TensorFlow, in one call.
 #
-#   bash tools/device_compare.sh --archs dcgan-plus dcgan-classic stylegan --size 256 --budgets minutes \
+#   bash tools/device_compare.sh --archs dcgan-ada dcgan-plus stylegan --size 256 --budgets minutes \
 #       --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel
 #
 # Arguments go to compare_archs.py as words (none may hold a space).  Comparisons with different settings
 # (another seed, cohort or budget) share the GPU when separated by "::"; they run at once, each logging to
 # runs/device-logs/compare-<i>.log:
 #
-#   bash tools/device_compare.sh --archs stylegan --size 256 --minutes 6.5 ... :: --archs dcgan-plus --seed 1 \
+#   bash tools/device_compare.sh --archs stylegan --size 256 --minutes 6.5 ... :: --archs dcgan-ada --seed 1 \
 #       --demo-subjects 64 --demo-root data/demo64 ...
 #
 # (give each cohort size its own --demo-root).  Before they run:

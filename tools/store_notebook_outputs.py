@@ -1,6 +1,6 @@
 """Run driver.ipynb top to bottom and store its outputs: the check's, and the readers'.
 
-    python tools/store_notebook_outputs.py            # two runs: about 12 minutes on 2 CPU cores
+    python tools/store_notebook_outputs.py            # two runs: about 10 minutes on 2 CPU cores
     python tools/store_notebook_outputs.py --quick    # one run (the check's) for both files: about 2 minutes
     python tools/store_notebook_outputs.py --reference-only   # the check's run; driver.ipynb's outputs kept
 
@@ -13,14 +13,14 @@ It writes two files:
   (conftest.py), so rerun this after changing the notebook or what its
   compared cells print.
 * ``driver.ipynb``: for readers, the outputs of a run with the notebook's own
-  settings on this machine (on 2 CPU cores: the main job at 64x64, 1000
-  steps, or 1250 in bfloat16), so that the stored sample grid, losses and
+  settings on this machine (on 2 CPU cores: the main job at 64x64, 1600
+  steps, or 2000 in bfloat16), so that the stored sample grid, losses and
   SSIM search show what a user's run gives; ``--quick`` stores the reference run's instead.  Widgets
   and progress bars are left out: they only work in a live session.
 
 Each run starts a fresh kernel in the repository root; nothing is stored if a
 cell raises an error.  A cell that gives no reply within ``--cell-timeout``
-seconds (default 1200: the main job's training cell takes 5-7 minutes on 2
+seconds (default 1200: the main job's training cell takes about 8 minutes on 2
 cores) ends that run, and the run starts again once from a fresh kernel: with
 ipykernel 6.31 a finished cell's reply was once lost and the client waited on
 it for good (requirements.txt).
