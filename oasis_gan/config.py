@@ -198,7 +198,8 @@ class TrainConfig:
               "0.05; in a short run it, not --ema-kimg, sets the half-life)", flag="--ema-rampup", type=float,
         group="regularisers")
     augment: str | None = setting(
-        None, "adaptive discriminator augmentation (default: dcgan-ada, dcgan-plus and stylegan ada, the seeds' dcgans off)",
+        None, "adaptive discriminator augmentation (default: dcgan-ada, dcgan-plus and stylegan ada, the seeds' "
+              "dcgans off)",
         flag="--augment", type=str, choices=AUGMENT_MODES, group="regularisers")
     ada_target: float = setting(0.6, "ADA raises p while E[sign(D(real))] is above this", flag="--ada-target",
                                 type=float, group="regularisers")

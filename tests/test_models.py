@@ -47,7 +47,8 @@ def test_dcgan_follows_seed_000_layers():
     assert [layer.kernel_size for layer in transposed] == [(4, 4)] * 3
     assert [layer.strides for layer in transposed] == [(2, 2)] * 3
     assert len(convs) == 2
-    dropouts = [layer for layer in modelscript.build_discriminator("dcgan", 64).layers if "Dropout" in type(layer).__name__]
+    discriminator = modelscript.build_discriminator("dcgan", 64)
+    dropouts = [layer for layer in discriminator.layers if "Dropout" in type(layer).__name__]
     assert dropouts and all(layer.rate == 0.4 for layer in dropouts)
 
 

@@ -90,7 +90,8 @@ def executed_once(reference: bool, cell_timeout: int):
         os.environ.pop(notebook_ui.REFERENCE_RUN_VARIABLE, None)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     start = time.perf_counter()
-    client = NotebookClient(notebook, timeout=cell_timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    client = NotebookClient(notebook, timeout=cell_timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}})
     client.execute()  # raises CellExecutionError, leaving both files untouched, if a cell fails
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
