@@ -216,7 +216,7 @@ def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
 
 def test_storing_the_outputs_runs_the_notebook_again_when_a_cell_stalls(monkeypatch):
     """A lost cell reply (seen once with ipykernel 6.31) costs one more run, not a tool that waits for good."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "tools"))
     import store_notebook_outputs as store
     from nbclient.exceptions import CellTimeoutError
 

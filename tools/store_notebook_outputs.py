@@ -45,6 +45,7 @@ from oasis_gan import notebook_ui  # noqa: E402  (the repository's modules, from
 
 NOTEBOOK = ROOT / "driver.ipynb"
 REFERENCE = ROOT / notebook_ui.REFERENCE_NOTEBOOK
+CELL_TIMEOUT_S = 1200  # the main job's training cell takes about 8 minutes on 2 cores
 LIVE_ONLY = "application/vnd.jupyter.widget-view+json"  # widgets and tqdm bars: nothing to show without a kernel
 
 
@@ -66,7 +67,7 @@ def compared_outputs_only(notebook):
     return reference
 
 
-def executed(reference: bool, cell_timeout: int = 1200, tries: int = 2):
+def executed(reference: bool, cell_timeout: int = CELL_TIMEOUT_S, tries: int = 2):
     """driver.ipynb run top to bottom in a fresh kernel, with the reference settings or the notebook's own.
 
     A stalled cell (no reply in ``cell_timeout`` seconds) starts the run again
@@ -105,8 +106,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="store the reference run's outputs in driver.ipynb too")
     parser.add_argument("--reference-only", action="store_true",
                         help="store only the check's reference; driver.ipynb keeps the outputs it has")
-    parser.add_argument("--cell-timeout", type=int, default=1200,
-                        help="seconds a cell may run before the run is started again once (default 1200)")
+    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S,
+                        help=f"seconds a cell may run before the run is started again once (default {CELL_TIMEOUT_S})")
     args = parser.parse_args(argv)
     if args.cell_timeout <= 0:
         parser.error(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
