@@ -274,6 +274,44 @@ def test_recall_and_its_medians_with_three_held_out_slices_and_the_defaults(grey
     assert report["search_pairs_per_s"] == pytest.approx(4 * 3 / max(report["search_seconds"], 1e-9))
 
 
+def test_the_intervals_resample_medians_of_the_samples_and_of_the_held_out_rows(grey_ssim):
+    # Seven held-out slices and eight samples: a resample is rarely one slice seven times, so the interval's
+    # ends come from mixed resamples, where a median and a mean differ.  Every sample and held-out slice
+    # is matched as ``similarity`` says; what is under test is how compare_with_real composes the matches.
+    train = grey_images([-0.6, 0.0, 0.6])
+    test = grey_images([-0.5, -0.3, -0.1, 0.1, 0.2, 0.5, 0.9])
+    generated = grey_images([-0.9, -0.45, -0.3, 0.05, 0.2, 0.35, 0.7, 1.0])
+    report = evaluate.compare_with_real(generated, train, test)[0]  # the default seed, 0
+    best = similarity(generated, train).max(1)  # 0.85 0.925 0.85 0.975 0.9 0.875 0.95 0.8
+    yardstick = similarity(test, train).max(1)  # N = 8 draws all seven held-out slices, in data order
+    among_samples, among_real = similarity(test, generated).max(1), similarity(test, train).max(1)
+
+    def intervals(centre):  # realism's first, then recall's, from the one stream [seed, 12] = [0, 12]
+        rng = np.random.default_rng([0, 12])
+        realism = metrics.bootstrap_interval(lambda ours, real: centre(ours) / centre(real), best, yardstick,
+                                             rng=rng)
+        recall = metrics.bootstrap_interval(
+            lambda rows: centre(among_samples[rows.astype(int)]) / centre(among_real[rows.astype(int)]),
+            np.arange(7), rng=rng)
+        return realism, recall
+
+    (realism, recall), (realism_of_means, recall_of_means) = intervals(np.median), intervals(np.mean)
+    np.testing.assert_allclose(report["realism_interval"], realism, rtol=1e-12)
+    np.testing.assert_allclose(report["recall_interval"], recall, rtol=1e-12)
+    assert not np.allclose(realism, realism_of_means) and not np.allclose(recall, recall_of_means)
+
+
+def test_the_classifier_runs_only_when_asked_with_the_updates_and_seed_given(grey_ssim, monkeypatch):
+    calls = []
+    monkeypatch.setattr(evaluate, "two_sample_test", lambda generated, train, updates, seed: calls.append(
+        (len(generated), len(train), updates, seed)) or {"classifier_accuracy": 0.75})
+    plain = evaluate.compare_with_real(grey_images([0.0, 0.1]), grey_images([0.0, -0.9, 0.5]))[0]
+    assert calls == [] and "classifier_accuracy" not in plain  # off by default: it trains a network
+    asked = evaluate.compare_with_real(grey_images([0.0, 0.1]), grey_images([0.0, -0.9, 0.5]), seed=4,
+                                       classifier_updates=30)[0]
+    assert calls == [(2, 3, 30, 4)] and asked["classifier_accuracy"] == 0.75
+
+
 def test_the_course_bar_and_the_near_copy_share_by_hand(grey_ssim):
     # Best matches 0.55, 0.58, 0.99 (samples 0.9, 0.84, 0.02 against 0.0): median 0.58 is under the
     # course's 0.6 though the mean (0.707) is over it; one sample in three is a near-copy (> 0.95).
