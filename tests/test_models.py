@@ -79,6 +79,7 @@ def test_the_default_dcgan_ada_is_seed_000s_networks_with_the_regularisers():
     default = TrainConfig(data_dir="x", steps=1, batch_size=16).validate().resolved()
     assert default.arch == "dcgan-ada" and default.latent_dim == 256
     assert (default.r1_gamma, default.ema_kimg, default.augment) == (0.0002 * 64**2 / 16, 5.0, "ada")
+    assert (default.g_learning_rate, default.d_learning_rate, default.beta_1) == (2e-4, 4e-4, 0.5)  # D 4x seed 000's
     for build in (modelscript.build_generator, modelscript.build_discriminator):
         ada, seed = build("dcgan-ada", 64), build("dcgan", 64)
         assert ada.name == seed.name  # dcgan_generator_64, dcgan_discriminator_64
