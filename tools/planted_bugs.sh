@@ -20,7 +20,11 @@ text = open(path).read()
 assert text.count(old) == 1, (path, old)
 open(path, "w").write(text.replace(old, new))
 PY
-  result=$(python -m pytest -q -n 0 -p no:cacheprovider -p no:nbval -o addopts="" "$@" 2>&1 | grep -E "^(FAILED|[0-9]+ (passed|failed))" | sed -E 's/ - .*//' | tr '\n' ';')
+  output=$(python -m pytest -q -n 0 -p no:cacheprovider -p no:nbval -o addopts="" "$@" 2>&1)
+  result=$(grep -E "^(FAILED|[0-9]+ (passed|failed))" <<<"$output" | sed -E 's/ - .*//' | tr '\n' ';')
+  if [ -z "$result" ]; then  # pytest did not run the tests (another python, a missing package): say so
+    result="pytest did not run ($(command -v python)): $(tail -n 3 <<<"$output" | tr '\n' ' ')"
+  fi
   echo "$name => $result"
 }
 plant "EMA weights swapped" oasis_gan/engines/objectives.py "return current + (average - current) * beta" "return average + (current - average) * beta" tests/test_formulas.py tests/test_regularisers.py
