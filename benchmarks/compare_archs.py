@@ -8,15 +8,17 @@
         --budgets minutes --minutes 5 --batch-size 32 --precision mixed_bfloat16 --parallel   # all three at once
 
 For each architecture and budget it trains ``python train.py`` into
-``runs/compare/<arch>-<size>px-<budget>[-seed<S>][-subjects<N>][-<precision>][-parallel<K>]-batch<B>``
-(a finished run there is reused, an unfinished one resumed), with the test
+``runs/compare/<arch>-<size>px-<budget>[-seed<S>][-cohort<V>[-subjects<N>]][-validate]-<precision>[-parallel<K>]-batch<B>``
+(a finished run there is reused, an unfinished one resumed; one made with
+other architecture defaults than today's is refused, named), with the test
 split held out and the same seed: ``--steps`` steps for the equal-images
 budget, and ``--minutes`` of training (train.py --minutes) for the
 equal-minutes one.  Then it runs ``evaluate.py --n N`` on each and copies the
 final sample grid and match figure into Resources/
 (``compare-samples_<tag>.png``, ``compare-matches_<tag>.png``).  It prints
 one Markdown table per budget, also written to
-``Resources/compare-<size>px[-seed<S>][-subjects<N>][-parallel].md``: training time,
+``Resources/compare-<size>px[-seed<S>][-cohort<V>[-subjects<N>]][-validate]-<precision>[-parallel][-<budget>].md``
+(the budget named when only one was asked for; cohort V is the demo cohort's version): training time,
 steps and speed as the run logged them, and the report's best-match SSIM
 against the training slices, realism, slice-level distance (beside the noise
 at that n), recall, diversity ratio and near-copy share, beside the real
@@ -70,11 +72,25 @@ def finished(run: Path) -> bool:
     return history["step"][-1] >= config["steps"]
 
 
+def changed_defaults(run: Path, arch: str) -> str:
+    """The architecture's table settings (rates, betas, latent size) that the run's config.json holds at other
+    values than today's defaults, as "d_learning_rate 0.0001 (now 0.0004)"; "" when none."""
+    from oasis_gan.architectures import table
+
+    config = json.loads((run / "config.json").read_text())
+    return ", ".join(f"{name} {config[name]:g} (now {value:g})" for name, value in table.BY_NAME[arch].defaults.items()
+                     if name in config and config[name] != value)
+
+
 def train_command(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> list[str] | None:
     """train.py's arguments for the run (a resume when it was started before); None when it is finished."""
     data = ["--data", args.data] if args.data else ["--demo", "--demo-root", args.demo_root,
                                                     "--demo-subjects", str(args.demo_subjects)]
     if (run / "config.json").is_file():
+        changed = changed_defaults(run, arch)
+        if changed:
+            raise SystemExit(f"{run}: made with {changed}; move the folder aside (or delete it) to train it again "
+                             "with the present defaults")
         if finished(run):
             print(f"{run}: finished already, reused")
             return None
@@ -212,9 +228,8 @@ def compare(budget: str, args, resources: Path) -> str:
     else:
         name, length = f"{args.minutes:g}min", ["--steps", str(UNLIMITED_STEPS), "--minutes", str(args.minutes)]
         title = f"Equal minutes: {args.minutes:g} minutes of training at batch {args.batch_size}"
-    name += setting_tag(args)
-    if args.precision != "float32":
-        name, title = f"{name}-{args.precision}", f"{title}, {args.precision}"
+    name += f"{setting_tag(args)}-{args.precision}"
+    title = f"{title}, {args.precision}"
     if args.parallel:
         name, title = f"{name}-parallel{len(args.archs)}", f"{title}, the {len(args.archs)} runs at once on one machine"
     runs = {arch: ROOT / "runs" / "compare" / f"{arch}-{args.size}px-{name}-batch{args.batch_size}"
@@ -261,14 +276,27 @@ def add_shared_flags(parser: argparse.ArgumentParser, held_out: str = "test") ->
 
 
 def cohort_tag(args) -> str:
-    """What a run folder's name adds for a demo cohort of another size, so no run is reused for another."""
-    return f"-subjects{args.demo_subjects}" if not args.data and args.demo_subjects != DEMO_SUBJECTS else ""
+    """What a run folder's name adds for the demo cohort: its version and any other size, so no run is reused
+    for another cohort (version 1 runs, made before the cohort looked like real OASIS, have no tag)."""
+    if args.data:
+        return ""
+    from oasis_gan.demo_cohort import COHORT_VERSION
+
+    return f"-cohort{COHORT_VERSION}" + (f"-subjects{args.demo_subjects}" if args.demo_subjects != DEMO_SUBJECTS else "")
 
 
 def setting_tag(args) -> str:
     """What a run folder's name adds for a seed, cohort or held-out split other than the default."""
     return ((f"-seed{args.seed}" if args.seed != 0 else "") + cohort_tag(args)
             + ("-validate" if args.held_out == "validate" else ""))
+
+
+def table_tag(args) -> str:
+    """What the table file's name adds: the settings, the precision, --parallel, and the budget when only one
+    was asked for (so a later run of the other budget does not overwrite it)."""
+    budgets = {"images": f"-{args.steps}steps", "minutes": f"-{args.minutes:g}min"}
+    return (f"{setting_tag(args)}-{args.precision}{'-parallel' if args.parallel else ''}"
+            + (budgets[args.budgets[0]] if len(set(args.budgets)) == 1 else ""))
 
 
 def prepare_data(args) -> None:
@@ -304,7 +332,7 @@ def main() -> None:
     for budget in args.budgets:
         tables.append(compare(budget, args, resources))
         print(tables[-1] + "\n", flush=True)
-    out = resources / f"compare-{args.size}px{setting_tag(args)}{'-parallel' if args.parallel else ''}.md"
+    out = resources / f"compare-{args.size}px{table_tag(args)}.md"
     out.write_text("\n\n".join(tables) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 

@@ -1,0 +1,46 @@
+"""benchmarks/compare_archs.py's bookkeeping: which run folder and table a comparison uses, and when it reuses one."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import compare_archs  # noqa: E402
+
+from oasis_gan.architectures import table  # noqa: E402
+from oasis_gan.demo_cohort import COHORT_VERSION  # noqa: E402
+
+
+def arguments(**changes) -> argparse.Namespace:
+    values = dict(data=None, demo_root="data/demo", demo_subjects=compare_archs.DEMO_SUBJECTS, seed=0,
+                  held_out="test", precision="float32", parallel=False, budgets=["images", "minutes"], steps=700,
+                  minutes=5.0, size=64, batch_size=16)
+    return argparse.Namespace(**{**values, **changes})
+
+
+def test_names_carry_the_cohort_version_and_precision_and_a_lone_budget():
+    assert compare_archs.table_tag(arguments()) == f"-cohort{COHORT_VERSION}-float32"
+    assert compare_archs.table_tag(arguments(budgets=["minutes"], seed=1, demo_subjects=64)) == \
+        f"-seed1-cohort{COHORT_VERSION}-subjects64-float32-5min"
+    # real data: no cohort in the name
+    assert compare_archs.table_tag(arguments(data="/oasis", budgets=["images"], parallel=True)) == \
+        "-float32-parallel-700steps"
+
+
+def test_a_run_made_with_other_architecture_defaults_is_refused_by_name_not_reused(tmp_path):
+    run = tmp_path / "dcgan-ada-64px-5min-cohort2-float32-batch16"
+    run.mkdir()
+    defaults = table.BY_NAME["dcgan-ada"].defaults
+    (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada", "d_learning_rate": 1e-4}))
+    with pytest.raises(SystemExit, match=rf"{run.name}: made with d_learning_rate 0.0001 \(now 0.0004\); move"):
+        compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments())
+    assert (run / "config.json").is_file()  # nothing removed
+    # with today's defaults an unfinished run is resumed
+    (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada"}))
+    assert compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments()) == \
+        ["train.py", "--out", str(run), "--resume", "--quiet"]
