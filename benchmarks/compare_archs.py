@@ -72,14 +72,17 @@ def finished(run: Path) -> bool:
     return history["step"][-1] >= config["steps"]
 
 
-def changed_defaults(run: Path, arch: str) -> str:
+def changed_defaults(run: Path, arch: str, flags: tuple = ()) -> str:
     """The architecture's table settings (rates, betas, latent size) that the run's config.json holds at other
-    values than today's defaults, as "d_learning_rate 0.0001 (now 0.0004)"; "" when none."""
+    values than today's defaults, as "d_learning_rate 0.0001 (now 0.0004)"; "" when none.  A setting that
+    ``flags`` give (an ablation variant's ``--d-lr 1e-4``) is the run's own choice, not a stale default."""
     from oasis_gan.architectures import table
+    from oasis_gan.config import flag_of
 
     config = json.loads((run / "config.json").read_text())
+    given = {flag.split("=")[0] for flag in flags}  # "--d-lr 1e-4" and "--d-lr=1e-4"
     return ", ".join(f"{name} {config[name]:g} (now {value:g})" for name, value in table.BY_NAME[arch].defaults.items()
-                     if name in config and config[name] != value)
+                     if name in config and config[name] != value and flag_of(name) not in given)
 
 
 def train_command(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> list[str] | None:
@@ -87,7 +90,7 @@ def train_command(arch: str, run: Path, length: list[str], args, flags: tuple = 
     data = ["--data", args.data] if args.data else ["--demo", "--demo-root", args.demo_root,
                                                     "--demo-subjects", str(args.demo_subjects)]
     if (run / "config.json").is_file():
-        changed = changed_defaults(run, arch)
+        changed = changed_defaults(run, arch, flags)
         if changed:
             raise SystemExit(f"{run}: made with {changed}; move the folder aside (or delete it) to train it again "
                              "with the present defaults")

@@ -44,3 +44,7 @@ def test_a_run_made_with_other_architecture_defaults_is_refused_by_name_not_reus
     (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada"}))
     assert compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments()) == \
         ["train.py", "--out", str(run), "--resume", "--quiet"]
+    # an ablation variant that sets the rate itself is its own choice: resumed, not refused
+    (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada", "d_learning_rate": 1e-4}))
+    assert compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments(), ("--d-lr", "1e-4")) == \
+        ["train.py", "--out", str(run), "--resume", "--quiet"]
