@@ -43,7 +43,8 @@ TRAIN_SNIPPET = """
     from oasis_gan import training
     from oasis_gan.config import TrainConfig
 
-    images = np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 1)).astype(np.float32)  # as resumed below
+    images = np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 1)).astype(np.float32)
+    np.save("images.npy", images)  # for a run resumed in the test's own process
 
     def train(run, **settings):
         # float32 unless a case asks: XLA compiles a bfloat16 step on the CPU about twice as slowly
@@ -83,8 +84,8 @@ def test_jax_engine_trains_without_tensorflow_and_its_checkpoint_resumes_on_tens
 
     # The same run folder goes on under TensorFlow (this process): checkpoints are backend-neutral.  The run
     # trained on the snippet's images, not on a demo cohort: given none, resuming would build one (36 s).
-    images = np.random.default_rng(0).uniform(-1, 1, (32, 32, 32, 1)).astype(np.float32)
-    trainer = training.Trainer.resume(tmp_path / "run", images=images, progress=False, steps=6)
+    trainer = training.Trainer.resume(tmp_path / "run", images=np.load(tmp_path / "images.npy"), progress=False,
+                                      steps=6)
     assert trainer.step == 4
     trainer.fit(progress=False)
     assert trainer.step == 6 and np.isfinite(trainer.sample()).all()
