@@ -1,15 +1,11 @@
 """train.py and generate.py as a user runs them: end to end, kill and resume, bad flags."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import data_utils
@@ -79,9 +75,7 @@ def test_stylegan_trains_from_the_command_line_and_truncation_zero_gives_one_ima
 def test_sigkill_then_resume_continues_the_step_count(tmp_path, demo_dir):
     run = tmp_path / "run"
     args = ["--data", demo_dir, "--arch", "dcgan", "--steps", 400, "--out", run, *QUICK]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args)], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = script_runner.start("train.py", *args, cwd=tmp_path)
     deadline = time.time() + 240
     try:
         while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-*")):
@@ -138,14 +132,7 @@ def test_resume_with_another_arch_or_onto_an_existing_run_is_refused(tmp_path, d
 
 def start_training(tmp_path, run, *args, ignore_sigint=False):
     """train.py as a background process; ``ignore_sigint`` starts it as a script's ``cmd &`` would."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-
-    def ignore():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args), "--out", str(run)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=ignore if ignore_sigint else None)
+    return script_runner.start("train.py", *args, "--out", run, cwd=tmp_path, ignore_sigint=ignore_sigint)
 
 
 def wait_for_checkpoint(run, process, timeout=240):

@@ -2,7 +2,9 @@
 
 Each case starts real processes as a cluster would (TF_CONFIG for
 TensorFlow, --coordinator/--num-processes/--process-id for JAX) on free
-ports, at 32x32 for a few steps.  A launcher records, through Python's audit
+ports, at 32x32 for a few steps, each forked from a process that has
+imported the project (tests/script_runner.py, as the other scripts' runs
+are: the imports cost more than the steps).  A launcher records, through Python's audit
 hooks, every file each process opens for writing (or renames, removes,
 makes) inside the run folder, so "only the chief writes" is checked, not
 assumed.
@@ -10,10 +12,8 @@ assumed.
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import script_runner
 from oasis_gan import cluster
 from oasis_gan.cluster import ClusterError
 
@@ -75,31 +76,33 @@ class Processes:
     def __init__(self, tmp_path: Path, engine: str, count: int = 2):
         self.tmp_path, self.engine, self.count = tmp_path, engine, count
         self.ports = cluster.free_ports(count)
-        self.processes: list[subprocess.Popen] = []
+        self.processes: list = []
 
     def environment(self, index: int, run: Path, **more) -> dict:
-        env = dict(os.environ, REPO=str(ROOT), RUN_FOLDER=str(run), TF_CPP_MIN_LOG_LEVEL="3",
+        """The changes to this process's environment for process ``index`` (None: the variable is removed)."""
+        env = dict(RUN_FOLDER=str(run), REPO=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=None,
                    WRITES_LOG=str(self.tmp_path / f"writes-{run.name}-{index}.txt"), **more)
-        env.pop("TF_CONFIG", None)
         if self.engine == "jax":
             env["KERAS_BACKEND"] = "jax"
         else:
-            env.pop("KERAS_BACKEND", None)
+            env["KERAS_BACKEND"] = None
             if self.count > 1:
                 env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in self.ports]},
                                                "task": {"type": "worker", "index": index}})
         return env
 
-    def start(self, args: list[str], run: Path, **env) -> list[subprocess.Popen]:
+    def start(self, args: list[str], run: Path, **env) -> list:
+        """The processes, started: handles used as subprocess.Popen is (forked, see script_runner.py)."""
+        launcher = self.tmp_path / "launcher.py"
+        launcher.write_text(LAUNCHER)
         self.processes = []
         for index in range(self.count):
             extra = []
             if self.engine == "jax" and self.count > 1:
                 extra = ["--coordinator", f"127.0.0.1:{self.ports[0]}", "--num-processes", str(self.count),
                          "--process-id", str(index)]
-            self.processes.append(subprocess.Popen(
-                [sys.executable, "-c", LAUNCHER, *args, *extra], cwd=self.tmp_path, text=True,
-                env=self.environment(index, run, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            self.processes.append(script_runner.start(launcher, *args, *extra, cwd=self.tmp_path,
+                                                      env=self.environment(index, run, **env)))
         return self.processes
 
     def wait(self, timeout: float = 300) -> list[tuple[int, str]]:
@@ -187,10 +190,10 @@ def test_bad_set_ups_are_named(call, names):
 def test_a_coordinator_that_cannot_be_reached_fails_within_the_timeout(tmp_path, demo_dir):
     (port,) = cluster.free_ports(1)  # nothing listens there
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *train_args(demo_dir, tmp_path / "run", 2), "--coordinator",
-         f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1", "--cluster-timeout", "5"],
-        cwd=tmp_path, env=dict(os.environ, KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=120)
+    result = script_runner.run(
+        "train.py", *train_args(demo_dir, tmp_path / "run", 2), "--coordinator", f"127.0.0.1:{port}",
+        "--num-processes", "2", "--process-id", "1", "--cluster-timeout", "5", cwd=tmp_path,
+        env=dict(KERAS_BACKEND="jax"), timeout=120)
     assert result.returncode != 0 and time.monotonic() - started < 90
     assert f"127.0.0.1:{port}" in result.stderr and "process 1 of 2" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
@@ -202,12 +205,9 @@ def test_a_tensorflow_worker_whose_peer_never_starts_exits_4_within_the_timeout(
     ports = cluster.free_ports(2)
     tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
                             "task": {"type": "worker", "index": index}})
-    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *train_args(demo_dir, tmp_path / "run", 2), "--cluster-timeout", "5"],
-        cwd=tmp_path, env=dict(env, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
-        timeout=150)
+    result = script_runner.run("train.py", *train_args(demo_dir, tmp_path / "run", 2), "--cluster-timeout", "5",
+                               cwd=tmp_path, env=dict(KERAS_BACKEND=None, TF_CONFIG=tf_config), timeout=150)
     assert result.returncode == cluster.CLUSTER_FAILED, result.stderr[-3000:]
     assert time.monotonic() - started < 120
     assert f"process {index} of 2" in result.stderr and "--cluster-timeout" in result.stderr, result.stderr[-3000:]

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+import script_runner
 from oasis_gan import batches, engines, machine, training
 from oasis_gan.architectures import gan
 from oasis_gan.config import ConfigError, TrainConfig
@@ -27,10 +28,14 @@ QUICK = dict(image_size=32, batch_size=8, log_every=2, sample_every=4, checkpoin
 
 
 def run_python(code: str, tmp_path: Path, **env) -> dict:
-    """Run ``code`` in a fresh interpreter (cwd tmp_path); it prints one JSON line last, returned here."""
-    environment = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", **env)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=environment,
-                            capture_output=True, text=True, timeout=600)
+    """Run ``code`` in a process of its own (cwd tmp_path); it prints one JSON line last, returned here.
+
+    The process is forked from one that has imported the project for these start-up variables (``env``'s
+    KERAS_BACKEND and XLA_FLAGS, say), as a script's run is: tests/script_runner.py.
+    """
+    script = tmp_path / "snippet.py"
+    script.write_text(textwrap.dedent(code))
+    result = script_runner.run(script, cwd=tmp_path, env=env, timeout=600)
     if result.returncode != 0:
         raise AssertionError(f"exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])

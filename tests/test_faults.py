@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -236,10 +235,8 @@ def test_generate_and_evaluate_skip_a_corrupt_checkpoint_and_take_one_by_name(tm
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(tmp_path, demo_dir):
     run = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--data", str(demo_dir), "--steps", "5000",
-                              "--arch", "dcgan", "--checkpoint-every", "4", "--out", str(run), *QUICK],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = script_runner.start("train.py", "--data", demo_dir, "--steps", 5000, "--arch", "dcgan",
+                                "--checkpoint-every", 4, "--out", run, *QUICK, cwd=tmp_path)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not list((run / "checkpoints").glob("ckpt-*")):
