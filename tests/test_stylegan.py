@@ -96,6 +96,27 @@ def test_style_mixing_takes_coarse_styles_from_one_latent_and_fine_from_the_othe
     assert np.abs(mixed - only_first).max() > 1e-4 and np.abs(mixed - only_second).max() > 1e-4
 
 
+def test_the_walk_the_mixing_grid_and_truncation_work_in_bfloat16_as_a_gpu_run_computes():
+    """The notebook's latent walk and style-mixing grid call the generator's halves outside a call, where
+    Keras does not cast the variables: in bfloat16 (a GPU's default, and AMX CPUs') they once failed."""
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(0)
+        half = modelscript.build_generator("stylegan", 32, latent_dim=16)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert half.compute_dtype == "bfloat16"
+    start, end = latents(2, seed=6, dim=16)
+    walk = sampling.interpolate_images(half, start, end, 3)
+    grid = stylegan.style_mixing_grid(half, latents(2, seed=7, dim=16), latents(3, seed=8, dim=16), crossover=3)
+    truncated = sampling.generate_images(half, latents(2, seed=9, dim=16), truncation_psi=0.5)
+    for images, count in ((walk, 3), (grid, 3 * 4), (truncated, 2)):
+        assert images.shape == (count, 32, 32, 1) and images.dtype == np.float32 and np.isfinite(images).all()
+    # The walk ends where the generator's own call lands: the same image, up to bfloat16's rounding.
+    np.testing.assert_allclose(walk[[0, -1]], sampling.generate_images(half, np.stack([start, end])), atol=0.05)
+    assert np.abs(walk[0] - walk[-1]).max() > 0.05  # and the two ends differ
+
+
 def test_path_length_penalty_measures_against_the_running_mean_and_trains_mapping_and_synthesis(generator):
     from oasis_gan.engines import tensorflow_engine
 

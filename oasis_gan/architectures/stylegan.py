@@ -307,12 +307,17 @@ class StyleGenerator(keras.Model):
             batch_mean = ops.cast(ops.mean(x, axis=0), "float32")  # the running mean is kept in float32
             self.w_avg.assign(batch_mean + (ops.cast(self.w_avg, "float32") - batch_mean) * W_AVG_BETA)
         if truncation_psi != 1.0:
-            x = self.w_avg + (x - self.w_avg) * truncation_psi
+            w_avg = ops.cast(self.w_avg, x.dtype)  # (a bfloat16 x: outside a call, variables are not cast for us)
+            x = w_avg + (x - w_avg) * truncation_psi
         return x
 
     def synthesize(self, ws, training: bool = False):
-        """Per-layer styles ``(B, num_ws, latent_dim)`` -> images ``(B, S, S, 1)`` in [-1, 1]."""
-        x = ops.tile(self.constant[None], (ops.shape(ws)[0], 1, 1, 1))
+        """Per-layer styles ``(B, num_ws, latent_dim)`` -> images ``(B, S, S, 1)`` in [-1, 1].
+
+        Called by itself (a latent walk, a style-mixing grid) as well as from ``call``: under mixed
+        precision only a call casts the variables to the compute dtype, so this casts its own.
+        """
+        x = ops.tile(ops.cast(self.constant, self.compute_dtype)[None], (ops.shape(ws)[0], 1, 1, 1))
         image = None
         convs = iter(enumerate(zip(self.convs, self.noises)))
         for resolution, to_image in zip(self.resolutions, self.to_images):
@@ -325,7 +330,7 @@ class StyleGenerator(keras.Model):
             image = skip if image is None else image + skip
         # The summed outputs of all resolutions would start with a std of ~1.6,
         # deep in tanh's flat tails; this gain starts them near 0.6.
-        return ops.tanh(image * self.output_gain + self.image_bias)
+        return ops.tanh(image * self.output_gain + ops.cast(self.image_bias, image.dtype))
 
     def broadcast(self, w):
         """One style vector per layer: ``(B, D)`` -> ``(B, num_ws, D)``."""
@@ -424,10 +429,13 @@ def style_mixing_grid(generator: StyleGenerator, coarse_latents, fine_latents, c
     """
     coarse_w, fine_w = generator.map(coarse_latents), generator.map(fine_latents)
     rows, columns = coarse_w.shape[0], fine_w.shape[0]
-    corner = -ops.ones((1, generator.image_size, generator.image_size, 1))
-    grid = [corner, generator.synthesize(generator.broadcast(fine_w))]
+
+    def images(styles):  # float32 whatever the generator computes in
+        return ops.cast(generator.synthesize(styles), "float32")
+
+    grid = [-ops.ones((1, generator.image_size, generator.image_size, 1)), images(generator.broadcast(fine_w))]
     for row in range(rows):
         repeated = ops.repeat(coarse_w[row : row + 1], columns, axis=0)
-        grid.append(generator.synthesize(generator.broadcast(coarse_w[row : row + 1])))
-        grid.append(generator.synthesize(generator.mix(repeated, fine_w, crossover)))
+        grid.append(images(generator.broadcast(coarse_w[row : row + 1])))
+        grid.append(images(generator.mix(repeated, fine_w, crossover)))
     return ops.convert_to_numpy(ops.concatenate(grid, axis=0))
