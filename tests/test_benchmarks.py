@@ -1,4 +1,5 @@
-"""benchmarks/compare_archs.py's bookkeeping: which run folder and table a comparison uses, and when it reuses one."""
+"""The benchmarks' bookkeeping: which run folder and table compare_archs.py uses and when it reuses one; what
+suite_time.py reads."""
 
 import argparse
 import json
@@ -11,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import compare_archs  # noqa: E402
+import suite_time  # noqa: E402
 
 from oasis_gan.architectures import table  # noqa: E402
 from oasis_gan.demo_cohort import COHORT_VERSION  # noqa: E402
@@ -48,3 +50,13 @@ def test_a_run_made_with_other_architecture_defaults_is_refused_by_name_not_reus
     (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada", "d_learning_rate": 1e-4}))
     assert compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments(), ("--d-lr", "1e-4")) == \
         ["train.py", "--out", str(run), "--resume", "--quiet"]
+
+
+def test_suite_time_reads_busy_cpu_time_and_pytests_last_line(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 20 30 5000 70 4 6 0 0 0\ncpu0 50 10 15 2500 35 2 3 0 0 0\n")
+    monkeypatch.setattr(suite_time.os, "sysconf", lambda name: 100)  # clock ticks per second
+    assert suite_time.busy_cpu_seconds(str(stat)) == pytest.approx((100 + 20 + 30 + 4 + 6) / 100)  # not idle, iowait
+    output = "....\n===== slowest 12 durations =====\n1.0s call x\n====== 1 failed, 320 passed in 536.36s (0:08:56) ======\n"
+    assert suite_time.summary_line(output) == "1 failed, 320 passed in 536.36s (0:08:56)"
+    assert suite_time.summary_line("Traceback: pip failed") == "no pytest summary (see the log)"
