@@ -156,12 +156,19 @@ class _WaitingProcess:
             else:
                 self.statuses[message["id"]] = message["status"]
 
+    def read_until(self, done, timeout: float | None) -> bool:
+        """Take answers until ``done()`` holds (True) or ``timeout`` s have passed (False; None: no limit)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            self.read(left)
+        return True
+
     def pid_of(self, request_id: int) -> int:
-        deadline = time.monotonic() + 60
-        while request_id not in self.pids:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the tests' waiting process did not start a run within 60 s")
-            self.read(max(0.0, deadline - time.monotonic()))
+        if not self.read_until(lambda: request_id in self.pids, 60):
+            raise RuntimeError("the tests' waiting process did not start a run within 60 s")
         return self.pids[request_id]
 
 
@@ -199,12 +206,8 @@ class Forked:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-            self.waiting.read(left)
+        if not self.waiting.read_until(lambda: self.poll() is not None, timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
 
     def send_signal(self, number: int) -> None:
