@@ -175,6 +175,12 @@ class TrainConfig:
     d_learning_rate: float | None = setting(
         None, f"discriminator learning rate (default {_arch_default_help('d_learning_rate')})", flag="--d-lr",
         type=float, notebook="D_LEARNING_RATE", widget="D learning rate (blank: default)")
+    lr_end: float = setting(
+        1.0, "both learning rates at the last step, as a share of --g-lr and --d-lr, reached linearly from "
+             "--lr-decay-start of the run (1: constant rates)", flag="--lr-end", type=float)
+    lr_decay_start: float = setting(
+        0.0, "share of the run's steps after which the rates start falling towards --lr-end", flag="--lr-decay-start",
+        type=float)
     beta_1: float | None = setting(None, f"Adam beta1 (default {_arch_default_help('beta_1')})", flag="--beta1",
                                    type=float, notebook="BETA_1", widget="Adam beta1 (blank: default)")
     beta_2: float | None = setting(None, f"Adam beta2 (default {_arch_default_help('beta_2')})", flag="--beta2",
@@ -288,6 +294,8 @@ class TrainConfig:
             raise ConfigError("demo_subjects", f"must be at least 3 (one subject per split), got {self.demo_subjects}")
         for name in ("g_learning_rate", "d_learning_rate"):
             _check(self, name, _is_number, "a number in (0, 1)", lambda value: 0.0 < value < 1.0, optional=True)
+        _check(self, "lr_end", _is_number, "a number in (0, 1] (1: constant rates)", lambda value: 0 < value <= 1)
+        _check(self, "lr_decay_start", _is_number, "a number in [0, 1)", lambda value: 0 <= value < 1)
         for name in ("beta_1", "beta_2"):
             _check(self, name, _is_number, "a number in [0, 1)", lambda value: 0.0 <= value < 1.0, optional=True)
         _check(self, "r1_gamma", _is_number, "a non-negative number", lambda value: value >= 0, optional=True)

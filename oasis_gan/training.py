@@ -170,7 +170,7 @@ class Trainer:
         self.replicas = engine.replica_count(self.distribution)
         _check_batch_split(config.batch_size, self.cluster, self.replicas)
         self.architecture = gan.for_config(config)
-        self.architecture.build(engine, self.distribution)
+        self.architecture.build(engine, self.distribution, self.total_steps)
         self.real_batch = real_batches(self.sampler, engine, self.distribution, DEVICE_SET_BYTES)  # step -> batch
 
         self.step = 0

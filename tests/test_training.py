@@ -185,6 +185,42 @@ def test_resume_restores_step_optimizer_and_matches_an_uninterrupted_run(tmp_pat
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_a_decaying_learning_rate_holds_then_falls_linearly_to_its_end_share_at_the_last_step():
+    decay = gan.LinearDecay(1e-3, total_steps=10, end=0.25, decay_start=0.5)
+    # steps 0-5 at the full rate; then 0.75 of it removed over the 4 steps from 5 to 9 (the last update)
+    expected = [1e-3] * 6 + [1e-3 * (1 - 0.75 * k / 4) for k in (1, 2, 3, 4)]
+    np.testing.assert_allclose([float(decay(step)) for step in range(10)], expected, rtol=1e-6)
+    assert float(decay(25)) == pytest.approx(2.5e-4)  # past the end (a lengthened run's old schedule): the end rate
+    whole = gan.LinearDecay(2e-4, total_steps=5, end=0.5, decay_start=0.0)
+    np.testing.assert_allclose([float(whole(step)) for step in range(5)], [2e-4, 1.75e-4, 1.5e-4, 1.25e-4, 1e-4],
+                               rtol=1e-6)
+    constant = small_config().validate().resolved()
+    assert gan.learning_rate(2e-4, constant, 100) == 2e-4  # lr_end 1: a plain number, no schedule
+    decaying = small_config(lr_end=0.5).validate().resolved()
+    assert isinstance(gan.learning_rate(2e-4, decaying, 100), gan.LinearDecay)
+    for name, value in (("lr_end", 0.0), ("lr_end", 1.5), ("lr_decay_start", 1.0), ("lr_decay_start", -0.1)):
+        with pytest.raises(ConfigError, match=name):
+            small_config(**{name: value}).validate()
+
+
+def test_a_run_with_a_decaying_rate_resumes_at_the_rate_it_stopped_at(tmp_path, tiny_images):
+    config = small_config(deterministic=True, lr_end=0.25, lr_decay_start=0.25)
+    straight = training.Trainer.new(config, tmp_path / "straight", images=tiny_images)
+    straight.fit(progress=False)
+    # 8 steps, decay from step 2 to 7: after the run both rates are down to a quarter
+    assert float(straight.architecture.g_optimizer.learning_rate) == pytest.approx(0.25 * 2e-4)
+    assert float(straight.architecture.d_optimizer.learning_rate) == pytest.approx(0.25 * 1e-4)
+
+    run = shutil.copytree(tmp_path / "straight", tmp_path / "killed")
+    shutil.rmtree(run / "checkpoints" / "ckpt-00000008")  # as if killed between step 4's and 8's checkpoints
+    resumed = training.Trainer.resume(run, images=tiny_images)
+    assert resumed.step == 4
+    assert float(resumed.architecture.g_optimizer.learning_rate) == pytest.approx(2e-4 * (1 - 0.75 * 2 / 5))
+    resumed.fit(progress=False)
+    for a, b in zip(straight.generator.weights, resumed.generator.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_resume_drops_history_rows_after_the_checkpoint(tmp_path, tiny_images):
     run = tmp_path / "run"
     training.Trainer.new(small_config(), run, images=tiny_images).fit(progress=False)

@@ -35,11 +35,41 @@ from oasis_gan.engines import objectives
 from oasis_gan.runs import checkpoints
 
 
-def make_optimizers(config: TrainConfig):
-    """Adam for G and D with the config's rates and betas (mixed_float16: with dynamic loss scaling)."""
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """``rate`` until ``decay_start`` of ``total_steps``, then linearly down to ``rate * end`` at the last step.
+
+    The optimizer's step count (saved in every checkpoint) is the schedule's
+    clock, so a resumed run goes on at the rate it stopped at.
+    """
+
+    def __init__(self, rate: float, total_steps: int, end: float, decay_start: float):
+        self.rate, self.total_steps, self.end, self.decay_start = rate, total_steps, end, decay_start
+
+    def __call__(self, step):
+        first = self.decay_start * self.total_steps
+        span = max(self.total_steps - 1 - first, 1.0)  # the last update (step total - 1) runs at rate * end
+        done = keras.ops.clip((keras.ops.cast(step, "float32") - first) / span, 0.0, 1.0)
+        return self.rate * (1.0 - (1.0 - self.end) * done)
+
+    def get_config(self) -> dict:
+        return {"rate": self.rate, "total_steps": self.total_steps, "end": self.end, "decay_start": self.decay_start}
+
+
+def learning_rate(rate: float, config: TrainConfig, total_steps: int | None):
+    """The config's rate, constant or (with ``lr_end`` < 1 and the run's length known) a ``LinearDecay``."""
+    if config.lr_end >= 1.0 or not total_steps:
+        return rate
+    return LinearDecay(rate, total_steps, config.lr_end, config.lr_decay_start)
+
+
+def make_optimizers(config: TrainConfig, total_steps: int | None = None):
+    """Adam for G and D with the config's rates, schedule and betas (mixed_float16: with dynamic loss scaling).
+
+    ``total_steps`` is the run's length, which a decaying schedule needs (without it the rates stay constant).
+    """
     betas = {"beta_1": config.beta_1, "beta_2": config.beta_2}
-    g_optimizer = keras.optimizers.Adam(config.g_learning_rate, **betas)
-    d_optimizer = keras.optimizers.Adam(config.d_learning_rate, **betas)
+    g_optimizer = keras.optimizers.Adam(learning_rate(config.g_learning_rate, config, total_steps), **betas)
+    d_optimizer = keras.optimizers.Adam(learning_rate(config.d_learning_rate, config, total_steps), **betas)
     if config.precision == "mixed_float16":  # float16 gradients underflow without dynamic loss scaling
         return keras.optimizers.LossScaleOptimizer(g_optimizer), keras.optimizers.LossScaleOptimizer(d_optimizer)
     return g_optimizer, d_optimizer
@@ -72,11 +102,14 @@ class GAN:
         self.regularised = self.averages or self.augment.enabled or config.r1_gamma > 0 or self.pl_weight > 0
         self.pl_mean = 0.0  # running mean of the path lengths (with pl_weight > 0)
 
-    def build(self, engine, distribution=None) -> None:
-        """Models and optimizers (inside the distribution's scope), then the compiled step(s)."""
+    def build(self, engine, distribution=None, total_steps: int | None = None) -> None:
+        """Models and optimizers (inside the distribution's scope), then the compiled step(s).
+
+        ``total_steps``, the run's length, is what a decaying learning rate (``lr_end`` < 1) falls over.
+        """
         with engine.distribution_scope(distribution):
             self.generator, self.discriminator = build_networks(self.config)
-            self.g_optimizer, self.d_optimizer = make_optimizers(self.config)
+            self.g_optimizer, self.d_optimizer = make_optimizers(self.config, total_steps)
             if self.averages:
                 self.generator_ema = build_networks(self.config)[0]
                 self.generator_ema.set_weights(self.generator.get_weights())
