@@ -15,6 +15,7 @@ import pytest
 from oasis_gan import training
 from oasis_gan.config import ConfigError, TrainConfig
 from oasis_gan.runs import checkpoints, run_folder
+import finished_runs
 import script_runner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +75,7 @@ def test_a_full_disk_during_a_save_removes_the_partial_checkpoint_and_keeps_the_
 
 
 def test_resume_on_a_full_disk_rewrites_nothing_it_does_not_have_to(tmp_path, tiny_images, monkeypatch):
-    run = tmp_path / "run"
-    training.Trainer.new(small_config(), run, images=tiny_images, progress=False).fit(progress=False)
+    run = finished_runs.copy_of_finished(small_config(), tiny_images, tmp_path / "run")
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(run / "history.csv.tmp"))
@@ -153,9 +153,8 @@ def test_divergence_writes_the_final_figures_and_a_run_without_checkpoints_can_s
 
 
 def corrupt_run(tmp_path, tiny_images, name="run"):
-    run = tmp_path / name
-    training.Trainer.new(small_config(), run, images=tiny_images, progress=False).fit(progress=False)
-    return run
+    """tmp_path/name: the tiny run trained to its end (checkpoints 4 and 8), to be damaged."""
+    return finished_runs.copy_of_finished(small_config(), tiny_images, tmp_path / name)
 
 
 @pytest.mark.parametrize("victim", ["training_state.npz", "generator.weights.h5", "state.json"])

@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 
 import data_utils
+import finished_runs
 from oasis_gan import training
 from oasis_gan.runs import checkpoints, run_folder
 from test_faults import ROOT, history_steps, run_script, small_config
 
 
 def new_run(tmp_path, tiny_images, name="run", **changes):
-    run = tmp_path / name
-    training.Trainer.new(small_config(**changes), run, images=tiny_images, progress=False).fit(progress=False)
-    return run
+    """tmp_path/name: the tiny run trained to its end (a copy of this process's first such run)."""
+    return finished_runs.copy_of_finished(small_config(**changes), tiny_images, tmp_path / name)
 
 
 def checkpoint_steps(run):

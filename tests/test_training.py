@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import data_utils
+import finished_runs
 import modelscript
 from oasis_gan import batches, engines, plots, training
 from oasis_gan.architectures import gan
@@ -222,8 +223,7 @@ def test_a_run_with_a_decaying_rate_resumes_at_the_rate_it_stopped_at(tmp_path, 
 
 
 def test_resume_drops_history_rows_after_the_checkpoint(tmp_path, tiny_images):
-    run = tmp_path / "run"
-    training.Trainer.new(small_config(), run, images=tiny_images).fit(progress=False)
+    run = finished_runs.copy_of_finished(small_config(), tiny_images, tmp_path / "run")
     shutil.rmtree(run / "checkpoints" / "ckpt-00000008")  # as if killed between step 4's and 8's saves
     resumed = training.Trainer.resume(run, images=tiny_images)
     assert resumed.step == 4
@@ -231,8 +231,7 @@ def test_resume_drops_history_rows_after_the_checkpoint(tmp_path, tiny_images):
 
 
 def test_partial_history_line_from_a_kill_is_dropped_on_resume(tmp_path, tiny_images):
-    run = tmp_path / "run"
-    training.Trainer.new(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    run = finished_runs.copy_of_finished(small_config(steps=4), tiny_images, tmp_path / "run")
     with open(run / HISTORY_FILE, "a") as handle:
         handle.write("1")  # killed while writing the next row
     training.Trainer.resume(run, images=tiny_images, steps=6).fit(progress=False)
@@ -249,8 +248,7 @@ def test_same_seed_same_weights(tmp_path, tiny_images):
 
 
 def test_unfinished_checkpoint_is_ignored(tmp_path, tiny_images):
-    run = tmp_path / "run"
-    training.Trainer.new(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    run = finished_runs.copy_of_finished(small_config(steps=4), tiny_images, tmp_path / "run")
     partial = run / "checkpoints" / ".ckpt-00000006.partial-99999"  # a save killed half-way
     partial.mkdir()
     (partial / "generator.weights.h5").write_bytes(b"truncated")
@@ -261,8 +259,7 @@ def test_unfinished_checkpoint_is_ignored(tmp_path, tiny_images):
 
 
 def test_checkpoint_from_another_architecture_is_refused(tmp_path, tiny_images):
-    run = tmp_path / "run"
-    training.Trainer.new(small_config(steps=2, checkpoint_every=2), run, images=tiny_images).fit(progress=False)
+    run = finished_runs.copy_of_finished(small_config(steps=2, checkpoint_every=2), tiny_images, tmp_path / "run")
     classic = modelscript.build_generator("dcgan-classic", 32)
     latest = checkpoints.latest_checkpoint(run)
     with pytest.raises(checkpoints.CheckpointError, match="ckpt-00000002.*generator.weights.h5"):
@@ -277,8 +274,7 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path, tiny_images):
 
 
 def test_existing_run_is_not_overwritten(tmp_path, tiny_images):
-    run = tmp_path / "run"
-    training.Trainer.new(small_config(steps=2), run, images=tiny_images).fit(progress=False)
+    run = finished_runs.copy_of_finished(small_config(steps=2), tiny_images, tmp_path / "run")
     before = (run / "history.csv").read_text()
     with pytest.raises(FileExistsError, match="already holds a run"):
         training.Trainer.new(small_config(), run, images=tiny_images)
@@ -286,8 +282,7 @@ def test_existing_run_is_not_overwritten(tmp_path, tiny_images):
 
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_images):
-    run = tmp_path / "run"
-    training.Trainer.new(small_config(steps=4), run, images=tiny_images).fit(progress=False)
+    run = finished_runs.copy_of_finished(small_config(steps=4), tiny_images, tmp_path / "run")
     poisoned = tiny_images.copy()
     poisoned[:] = np.nan
     trainer = training.Trainer.resume(run, images=poisoned, steps=8)
