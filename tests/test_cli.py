@@ -54,24 +54,6 @@ def test_train_then_generate_end_to_end(tmp_path, demo_dir):
     assert not (tmp_path / "t.png").exists()
 
 
-def test_stylegan_trains_from_the_command_line_and_truncation_zero_gives_one_image(tmp_path, demo_dir):
-    run = tmp_path / "style"
-    # 2 steps: the first with both lazy penalties, the second with none (each variant of the step is traced once)
-    run_script("train.py", "--data", demo_dir, "--arch", "stylegan", "--latent-dim", 64, "--steps", 2,
-               "--r1-every", 2, "--ada-kimg", 1, "--out", run, *QUICK, cwd=tmp_path)
-    config = json.loads((run / "config.json").read_text())
-    assert config["arch"] == "stylegan" and config["r1_every"] == 2 and config["g_learning_rate"] == 2e-3
-    assert (run / "checkpoints" / "ckpt-00000002" / "generator_ema.weights.h5").is_file()
-    result = run_script("generate.py", "--run", run, "--n", 3, "--out", tmp_path / "mean.png", "--npy",
-                        tmp_path / "mean.npy", "--truncation", 0, cwd=tmp_path)
-    assert "truncation psi 0" in result.stdout
-    samples = np.load(tmp_path / "mean.npy")
-    np.testing.assert_allclose(samples, np.repeat(samples[:1], 3, axis=0), atol=1e-6)
-    result = run_script("generate.py", "--run", run, "--n", 3, "--out", tmp_path / "x.png", "--truncation", 2,
-                        cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "--truncation: must be a number in [0, 1]" in result.stderr
-
-
 def test_sigkill_then_resume_continues_the_step_count(tmp_path, demo_dir):
     run = tmp_path / "run"
     args = ["--data", demo_dir, "--arch", "dcgan", "--steps", 400, "--out", run, *QUICK]

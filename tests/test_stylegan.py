@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import modelscript
+import script_runner
 from oasis_gan import augment, training
 from oasis_gan.architectures import stylegan
 from oasis_gan.config import ConfigError, TrainConfig
@@ -220,6 +221,21 @@ def test_generate_samples_from_the_ema_generator(trained_run):
     assert config.arch == "stylegan" and state["step"] == 8
     for restored, saved in zip(weights_of(loaded), weights_of(trainer.sampling_generator)):
         np.testing.assert_array_equal(restored, saved)
+
+
+def test_generate_py_with_truncation_zero_draws_the_average_face_for_every_latent(trained_run, tmp_path):
+    _, run_dir, _, _ = trained_run
+    result = script_runner.run("generate.py", "--run", run_dir, "--n", 3, "--out", tmp_path / "mean.png", "--npy",
+                               tmp_path / "mean.npy", "--truncation", 0, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "truncation psi 0" in result.stdout
+    samples = np.load(tmp_path / "mean.npy")
+    np.testing.assert_allclose(samples, np.repeat(samples[:1], 3, axis=0), atol=1e-6)
+    assert samples.std() > 0  # an image, not a blank: every latent maps to the average style
+    result = script_runner.run("generate.py", "--run", run_dir, "--n", 3, "--out", tmp_path / "x.png",
+                               "--truncation", 2, cwd=tmp_path)
+    assert result.returncode == 2 and "--truncation: must be a number in [0, 1]" in result.stderr
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_checkpoint_without_the_ema_is_refused(trained_run, tmp_path, tiny_images):
