@@ -68,7 +68,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not Path("/proc/stat").is_file():
         parser.error("needs Linux's /proc/stat to read the machine's CPU time")
-    rows = [time_commit(commit, args.venv, Path(args.logs)) for commit in args.commits]
+    # Bad input is named before the first ten-minute run, not after it.
+    for commit in args.commits:
+        if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+                          capture_output=True).returncode != 0:
+            parser.error(f"COMMIT: {commit!r} is not a commit of {ROOT}")
+    logs = Path(args.logs)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--logs: cannot make the folder {logs}: {error.strerror}")
+    rows = [time_commit(commit, args.venv, logs) for commit in args.commits]
     print(f"\n`bash .ci/run` on clean clones, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M')}:\n")
     print("| commit | pytest | wall (with the install) | busy CPU seconds | log |")
     print("|---|---|---|---|---|")

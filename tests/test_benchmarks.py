@@ -60,3 +60,26 @@ def test_suite_time_reads_busy_cpu_time_and_pytests_last_line(tmp_path, monkeypa
     output = "....\n===== slowest 12 durations =====\n1.0s call x\n====== 1 failed, 320 passed in 536.36s (0:08:56) ======\n"
     assert suite_time.summary_line(output) == "1 failed, 320 passed in 536.36s (0:08:56)"
     assert suite_time.summary_line("Traceback: pip failed") == "no pytest summary (see the log)"
+
+
+def test_suite_time_names_a_bad_commit_or_logs_folder_before_any_run(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr(suite_time, "time_commit", lambda *args: started.append(args))
+    with pytest.raises(SystemExit) as stopped:
+        suite_time.main(["HEAD", "no-such-commit-0000", "--logs", str(tmp_path)])
+    assert stopped.value.code == 2 and "'no-such-commit-0000' is not a commit" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit):
+        suite_time.main(["HEAD", "--logs", str(tmp_path / "a-file" / "logs")])
+    assert "--logs: cannot make the folder" in capsys.readouterr().err
+    assert started == []  # nothing ran
+
+    def timed(commit, venv, logs):
+        started.append(logs)
+        return {"commit": commit, "status": 0, "summary": "1 passed in 1.00s", "wall": 1.0, "cpu": 2.0,
+                "log": logs / "x.log"}
+
+    monkeypatch.setattr(suite_time, "time_commit", timed)
+    assert suite_time.main(["HEAD", "--logs", str(tmp_path / "new" / "logs")]) == 0
+    assert started == [tmp_path / "new" / "logs"] and started[0].is_dir()  # made, with its parents
+    assert "| HEAD | 1 passed in 1.00s | 1 s | 2 |" in capsys.readouterr().out
