@@ -35,7 +35,8 @@ def parameters_namespace(gpu: bool = False) -> dict:
 
 
 def run_fresh(arguments: list, cwd: Path, environment: dict | None = None, timeout: int = 600) -> str:
-    """Run ``python ARGUMENTS`` in a fresh process -> its output; a failure shows the output's end.
+    """Run ``python ARGUMENTS`` in a fresh process -> what it printed (stdout, then stderr); a failure shows the
+    output's end.
 
     Notebooks run this way, not through nbclient inside the suite's own process: late in the suite that
     process (gigabytes, dozens of threads) once missed the kernel's last reply and waited out nbclient's
@@ -44,7 +45,7 @@ def run_fresh(arguments: list, cwd: Path, environment: dict | None = None, timeo
     result = subprocess.run([sys.executable, *arguments], cwd=cwd, env=environment, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 def output_text(outputs: list) -> str:
@@ -148,6 +149,15 @@ def test_every_notebook_setting_reaches_the_config_field_that_declares_it():
     assert notebook_ui.make_config(notebook_ui.parameters(namespace)).splits == tuple(namespace["SPLITS"])
 
 
+def test_papermill_sees_every_notebook_setting_as_a_parameter():
+    """`papermill -p NAME VALUE` works for each setting only if the parameters cell assigns it alone on its line
+    (``A, B = 1, 2`` is not read as a parameter: papermill then warns "Passed unknown parameter")."""
+    inspection = pytest.importorskip("papermill.inspection")
+    found = set(inspection.inspect_notebook(str(NOTEBOOK)))
+    missing = [name for name in notebook_ui.notebook_variables() if name not in found]
+    assert not missing, f"not papermill parameters: {missing}"
+
+
 def test_settings_form_returns_the_parameters_untouched():
     pytest.importorskip("ipywidgets")
     namespace = parameters_namespace()
@@ -192,9 +202,11 @@ def test_papermill_runs_the_notebook_headless_with_parameters(tmp_path):
     # the second with none (each variant of StyleGAN's step is traced once; 8 steps would trace a third)
     parameters = dict(ARCH="stylegan", EPOCHS=1, IMAGE_SIZE=32, BATCH_SIZE=32, DEMO_ROOT=str(tmp_path / "demo"),
                       DEMO_SUBJECTS=3, RUN_DIR=str(run), N_SEARCH=4, TOP_K=2, WALK_STEPS=5)
-    run_fresh(["-m", "papermill", str(NOTEBOOK), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), "-k", "python3",
-               "--no-progress-bar", "--execution-timeout", "300", *(part for name, value in parameters.items() for part in ("-p", name, str(value)))],
-              ROOT, environment)  # nbval runs the default dcgan; this run takes the StyleGAN branches (EMA, mixing)
+    printed = run_fresh(["-m", "papermill", str(NOTEBOOK), str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), "-k", "python3",
+                         "--no-progress-bar", "--execution-timeout", "300",
+                         *(part for name, value in parameters.items() for part in ("-p", name, str(value)))],
+                        ROOT, environment)  # nbval runs the default dcgan; this run takes the StyleGAN branches (EMA, mixing)
+    assert "unknown parameter" not in printed, printed[-3000:]  # each -p above is a parameter papermill knows
     config = json.loads((run / "config.json").read_text())
     assert config["epochs"] == 1 and config["steps"] is None and config["image_size"] == 32
     assert config["arch"] == "stylegan" and config["g_learning_rate"] == 2e-3
