@@ -32,6 +32,12 @@ def small_config(**changes) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def finished_run(tmp_path, tiny_images, name="run", **changes):
+    """tmp_path/name: the tiny run (``small_config(**changes)``) trained to its end, to be damaged or resumed: a
+    copy of this process's first such run (tests/finished_runs.py)."""
+    return finished_runs.copy_of_finished(small_config(**changes), tiny_images, tmp_path / name)
+
+
 def run_script(script, *args, cwd, env=None, timeout=300):
     return script_runner.run(script, *args, cwd=cwd, env=env, timeout=timeout)
 
@@ -75,7 +81,7 @@ def test_a_full_disk_during_a_save_removes_the_partial_checkpoint_and_keeps_the_
 
 
 def test_resume_on_a_full_disk_rewrites_nothing_it_does_not_have_to(tmp_path, tiny_images, monkeypatch):
-    run = finished_runs.copy_of_finished(small_config(), tiny_images, tmp_path / "run")
+    run = finished_run(tmp_path, tiny_images)
 
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(run / "history.csv.tmp"))
@@ -152,15 +158,12 @@ def test_divergence_writes_the_final_figures_and_a_run_without_checkpoints_can_s
     assert resumed.step == 0 and resumed.fit(progress=False) == "done"
 
 
-def corrupt_run(tmp_path, tiny_images, name="run"):
-    """tmp_path/name: the tiny run trained to its end (checkpoints 4 and 8), to be damaged."""
-    return finished_runs.copy_of_finished(small_config(), tiny_images, tmp_path / name)
 
 
 @pytest.mark.parametrize("victim", ["training_state.npz", "generator.weights.h5", "state.json"])
 def test_a_corrupt_newest_checkpoint_is_named_skipped_and_the_newest_good_one_used(
         tmp_path, tiny_images, capsys, victim):
-    run = corrupt_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     os.truncate(run / "checkpoints" / "ckpt-00000008" / victim, 100)
     resumed = training.Trainer.resume(run, images=tiny_images, progress=False)
     assert resumed.step == 4
@@ -173,7 +176,7 @@ def test_a_corrupt_newest_checkpoint_is_named_skipped_and_the_newest_good_one_us
 def test_bytes_changed_in_place_without_changing_the_size_are_caught_by_the_checksum(
         tmp_path, tiny_images, capsys, victim):
     """Silent damage (a bad sector, a stray write): the size is right, the contents are not."""
-    run = corrupt_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     damaged = run / "checkpoints" / "ckpt-00000008" / victim
     size = damaged.stat().st_size
     with open(damaged, "r+b") as handle:
@@ -189,7 +192,7 @@ def test_bytes_changed_in_place_without_changing_the_size_are_caught_by_the_chec
 
 
 def test_a_named_checkpoint_is_used_and_a_corrupt_one_is_refused_naming_the_file(tmp_path, tiny_images):
-    run = corrupt_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     assert training.Trainer.resume(run, images=tiny_images, progress=False, checkpoint="ckpt-00000004").step == 4
     os.truncate(run / "checkpoints" / "ckpt-00000004" / "generator.weights.h5", 100)
     with pytest.raises(checkpoints.CorruptCheckpoint, match="ckpt-00000004/generator.weights.h5 has 100 bytes"):
@@ -200,7 +203,7 @@ def test_a_named_checkpoint_is_used_and_a_corrupt_one_is_refused_naming_the_file
 
 def test_checkpoints_without_a_manifest_still_load_and_damage_is_named(tmp_path, tiny_images):
     """Checkpoints written before manifests existed: no verification, but a damaged file is still named."""
-    run = corrupt_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     for folder in (run / "checkpoints").iterdir():
         (folder / checkpoints.MANIFEST_FILE).unlink()
     assert training.Trainer.resume(run, images=tiny_images, progress=False).step == 8
@@ -291,7 +294,7 @@ def test_a_folder_without_the_default_splits_suggests_the_ones_it_has(tmp_path, 
 
 
 def test_resume_with_a_shorter_length_is_refused_and_changes_nothing(tmp_path, tiny_images):
-    run = corrupt_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     before = (run / "config.json").read_text()
     with pytest.raises(ConfigError, match="^steps: .*already at step 8, past the 4 steps"):
         training.Trainer.resume(run, images=tiny_images, progress=False, steps=4)

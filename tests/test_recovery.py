@@ -20,15 +20,9 @@ import numpy as np
 import pytest
 
 import data_utils
-import finished_runs
 from oasis_gan import training
 from oasis_gan.runs import checkpoints, run_folder
-from test_faults import ROOT, history_steps, run_script, small_config
-
-
-def new_run(tmp_path, tiny_images, name="run", **changes):
-    """tmp_path/name: the tiny run trained to its end (a copy of this process's first such run)."""
-    return finished_runs.copy_of_finished(small_config(**changes), tiny_images, tmp_path / name)
+from test_faults import ROOT, finished_run, history_steps, run_script, small_config
 
 
 def checkpoint_steps(run):
@@ -39,7 +33,7 @@ def checkpoint_steps(run):
 
 
 def test_resuming_from_an_older_checkpoint_makes_that_branch_the_run_s_future(tmp_path, tiny_images, capsys):
-    run = new_run(tmp_path, tiny_images, steps=12, keep_checkpoints=3)  # checkpoints 4, 8, 12
+    run = finished_run(tmp_path, tiny_images, steps=12, keep_checkpoints=3)  # checkpoints 4, 8, 12
     assert checkpoint_steps(run) == [4, 8, 12]
     branch = training.Trainer.resume(run, images=tiny_images, progress=False, checkpoint="ckpt-00000004", steps=10)
     warning = capsys.readouterr().err
@@ -56,7 +50,7 @@ def test_resuming_from_an_older_checkpoint_makes_that_branch_the_run_s_future(tm
 
 
 def test_a_corrupt_newest_checkpoint_skipped_on_resume_cannot_outrank_the_new_ones(tmp_path, tiny_images):
-    run = new_run(tmp_path, tiny_images)  # checkpoints 4 and 8
+    run = finished_run(tmp_path, tiny_images)  # checkpoints 4 and 8
     (run / "checkpoints" / "ckpt-00000008" / "training_state.npz").write_bytes(b"")
     resumed = training.Trainer.resume(run, images=tiny_images, progress=False, steps=12)
     assert resumed.step == 4
@@ -66,7 +60,7 @@ def test_a_corrupt_newest_checkpoint_skipped_on_resume_cannot_outrank_the_new_on
 
 
 def test_another_run_s_checkpoint_is_refused_and_nothing_changes(tmp_path, tiny_images):
-    first, second = new_run(tmp_path, tiny_images, "first"), new_run(tmp_path, tiny_images, "second")
+    first, second = finished_run(tmp_path, tiny_images, "first"), finished_run(tmp_path, tiny_images, "second")
     before = (second / "history.csv").read_text()
     with pytest.raises(ValueError, match="not one of .*second's own"):
         training.Trainer.resume(second, images=tiny_images, progress=False,
@@ -83,7 +77,7 @@ def test_another_run_s_checkpoint_is_refused_and_nothing_changes(tmp_path, tiny_
 ])
 def test_a_damaged_history_keeps_every_readable_row_and_says_so(tmp_path, tiny_images, capsys, damage, warned,
                                                                 steps):
-    run = new_run(tmp_path, tiny_images, checkpoint_every=6)  # checkpoints 6 and 8, rows 2 4 6 8
+    run = finished_run(tmp_path, tiny_images, checkpoint_every=6)  # checkpoints 6 and 8, rows 2 4 6 8
     text = (run / "history.csv").read_text()
     damaged = text.split("\n", 1)[1] if damage == "header" else text[: text.rindex(",", 0, len(text) - 3) + 3]
     (run / "history.csv").write_text(damaged)
@@ -97,7 +91,7 @@ def test_a_damaged_history_keeps_every_readable_row_and_says_so(tmp_path, tiny_i
 
 
 def test_an_emptied_history_is_named_as_a_gap(tmp_path, tiny_images, capsys):
-    run = new_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     (run / "history.csv").write_text("")
     training.Trainer.resume(run, images=tiny_images, progress=False)
     assert "no rows for steps 1 to 8" in capsys.readouterr().err
@@ -105,7 +99,7 @@ def test_an_emptied_history_is_named_as_a_gap(tmp_path, tiny_images, capsys):
 
 @pytest.mark.parametrize("damage, message", [("binary", "is not a text file"), ("folder", "is not a file")])
 def test_a_history_that_cannot_be_read_is_refused_and_left_untouched(tmp_path, tiny_images, damage, message):
-    run = new_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     path = run / "history.csv"
     path.unlink()
     if damage == "binary":
@@ -123,7 +117,7 @@ def test_a_history_that_cannot_be_read_is_refused_and_left_untouched(tmp_path, t
 
 
 def test_a_deleted_config_is_recovered_from_the_newest_checkpoint(tmp_path, tiny_images, capsys):
-    run = new_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     saved = json.loads((run / "config.json").read_text())
     (run / "config.json").unlink()
     resumed = training.Trainer.resume(run, images=tiny_images, progress=False, steps=12)
@@ -161,7 +155,7 @@ def test_relative_data_folders_are_stored_absolute(tmp_path, tiny_images, monkey
 
 
 def test_an_empty_lock_left_by_a_full_disk_is_taken_over(tmp_path, tiny_images, capsys):
-    run = new_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     (run / "lock").write_text("")
     os.utime(run / "lock", (time.time() - 60, time.time() - 60))
     resumed = training.Trainer.resume(run, images=tiny_images, progress=False, steps=10)
@@ -201,7 +195,7 @@ def test_a_lock_copied_with_its_folder_does_not_lock_the_copy(tmp_path, live_pro
 
 
 def test_a_folder_moved_while_training_is_named_as_moved(tmp_path, tiny_images, live_process):
-    run = new_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     holder = {"pid": live_process, "host": socket.gethostname(), "folder": str(run.resolve())}
     (run / "lock").write_text(json.dumps(holder))
     moved = tmp_path / "moved"
@@ -217,7 +211,7 @@ def test_a_folder_moved_while_training_is_named_as_moved(tmp_path, tiny_images, 
 
 
 def test_a_manifest_naming_files_outside_the_checkpoint_opens_none_of_them(tmp_path, tiny_images, monkeypatch):
-    run = new_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     checkpoint = run / "checkpoints" / "ckpt-00000008"
     secret = tmp_path / "secret"
     secret.write_text("not yours")
@@ -358,7 +352,7 @@ def test_sizes_that_cannot_fit_are_named_before_any_work(tmp_path, script, args,
 
 
 def test_generate_says_how_many_images_its_grid_holds_and_reads_a_config_from_the_checkpoint(tmp_path, tiny_images):
-    run = new_run(tmp_path, tiny_images)
+    run = finished_run(tmp_path, tiny_images)
     (run / "config.json").unlink()
     result = run_script("generate.py", "--run", run, "--n", 1025, "--out", tmp_path / "g.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
