@@ -9,10 +9,11 @@ no I/O and no plotting.
 Architectures (``arch``):
 
 ``"dcgan-ada"`` (the default)
-    seed 000's networks ("dcgan" below) trained with the regularisers of
-    StyleGAN2-ADA (oasis_gan/architectures/gan.py): R1 on D, a generator EMA
-    that draws the samples, and adaptive augmentation.  On the demo cohort at
-    the CPU budget it is the most realistic (docs/results.md).
+    seed 000's networks ("dcgan" below), the discriminator without its
+    dropout, trained with the regularisers of StyleGAN2-ADA
+    (oasis_gan/architectures/gan.py): R1 on D, a generator EMA that draws the
+    samples, and adaptive augmentation, which hold D back instead.  On the
+    demo cohort at the CPU budget it is the most realistic (docs/results.md).
 ``"dcgan-plus"`` (the default until 2026-12-04)
     dcgan-classic's networks, but the generator's last upsampling keeps 32
     channels (batchnorm, ReLU) and a 3x3 conv draws the image from them (less
@@ -26,8 +27,8 @@ Architectures (``arch``):
     batchnorm and LeakyReLU(0.2) after every layer but the last.  4x4 kernels
     (divisible by the stride) avoid the checkerboard artefacts that seed 000
     saw with 5x5.  D: 4x4 stride-2 convs (64, 128, 256, 256, ...) down to 4x4,
-    LeakyReLU(0.2), batchnorm (not on the first layer), dropout 0.4, then a
-    dense logit.
+    LeakyReLU(0.2), batchnorm (not on the first layer), dropout 0.4
+    (``--d-dropout``), then a dense logit.
 ``"dcgan-classic"`` (Radford et al. 2016, as seeds 001 and 003 describe)
     G: latent 100 -> dense -> (4, 4, 1024) -> fractionally-strided 4x4 convs
     halving the filters up to S (five of them at 128, six at 256), ReLU and
@@ -55,7 +56,6 @@ from oasis_gan.architectures import stylegan, table
 from oasis_gan.config import check_model
 
 LEAK = 0.2  # LeakyReLU slope, as in Radford et al. and all seeds
-DROPOUT = 0.4  # seed 000: slows the discriminator down
 # Keras's default batchnorm momentum (0.99) averages over ~100 steps; the GAN's
 # weights move faster than that early on, and inference-mode samples (which use
 # the moving statistics) come out nearly black.  0.9 is PyTorch's default and
@@ -87,10 +87,19 @@ def build_generator(arch: str = "dcgan", image_size: int = 256, latent_dim: int 
     return table.get(arch).build_generator(image_size, _resolve_latent(arch, latent_dim))
 
 
-def build_discriminator(arch: str = "dcgan", image_size: int = 256) -> keras.Model:
-    """``(B, S, S, 1)`` images -> ``(B, 1)`` logits (real = 1, fake = 0)."""
+def build_discriminator(arch: str = "dcgan", image_size: int = 256, dropout: float | None = None) -> keras.Model:
+    """``(B, S, S, 1)`` images -> ``(B, 1)`` logits (real = 1, fake = 0).
+
+    ``dropout``: for the architectures whose discriminator has dropout (``d_dropout`` among their
+    defaults: dcgan, dcgan-ada); None takes the architecture's default.
+    """
     check_arch(arch, image_size)
-    return table.get(arch).build_discriminator(image_size)
+    entry = table.get(arch)
+    if "d_dropout" not in entry.defaults:
+        if dropout:
+            raise ValueError(f"{arch}'s discriminator has no dropout")
+        return entry.build_discriminator(image_size)
+    return entry.build_discriminator(image_size, dropout=entry.defaults["d_dropout"] if dropout is None else dropout)
 
 
 def io_shapes(model: keras.Model) -> tuple[tuple, tuple]:
@@ -133,7 +142,8 @@ def dcgan_generator(image_size: int, latent_dim: int) -> keras.Model:
     return keras.Model(latent_vectors, images, name=f"dcgan_generator_{image_size}")
 
 
-def dcgan_discriminator(image_size: int) -> keras.Model:
+def dcgan_discriminator(image_size: int, dropout: float) -> keras.Model:
+    """Seed 000's discriminator; ``dropout`` after each layer (seed 000: 0.4, which slows it down; 0: none)."""
     images = keras.Input((image_size, image_size, 1), name="images")
     x = images
     for index in range(int(math.log2(image_size // 4))):
@@ -142,7 +152,8 @@ def dcgan_discriminator(image_size: int) -> keras.Model:
         if index > 0:  # no batchnorm on the input layer (Radford et al.)
             x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"down{index}_bn")(x)
         x = layers.LeakyReLU(LEAK)(x)
-        x = layers.Dropout(DROPOUT)(x)
+        if dropout:
+            x = layers.Dropout(dropout)(x)
     x = layers.Flatten()(x)
     logits = layers.Dense(1, dtype="float32", name="logit")(x)
     return keras.Model(images, logits, name=f"dcgan_discriminator_{image_size}")

@@ -3,6 +3,8 @@
     python benchmarks/bench_train.py                                   # CPU defaults: 64x64 dcgan
     python benchmarks/bench_train.py --sizes 64 256 --archs dcgan dcgan-classic stylegan --batch-size 32
     python benchmarks/bench_train.py --precisions float32 mixed_bfloat16
+    python benchmarks/bench_train.py --archs dcgan-ada --batch-size 16 --precisions mixed_bfloat16 \
+        --modes engine trainer --d-dropouts 0.4 0       # what the discriminator's dropout costs
     KERAS_BACKEND=jax python benchmarks/bench_train.py --sizes 256 --batch-size 256 \
         --archs dcgan stylegan --precisions float32 mixed_bfloat16        # a GPU run
 
@@ -21,8 +23,10 @@ same machine:
   accelerator), the compiled step and the per-step bookkeeping; the
   periodic sample grids, SSIM and checkpoints are turned off.
 
-For each architecture, size and precision every mode is built and warmed up
-(tracing and compilation excluded), then the modes take turns running
+For each architecture, size and precision every mode (and, with
+--d-dropouts, every mode at each of the discriminator's dropout rates, for
+the architectures that have one) is built and warmed up
+(tracing and compilation excluded), then they take turns running
 blocks of --steps steps, --repeats times; each row is a mode's median
 images/s.  Taking turns keeps a noisy, shared machine's drift out of the
 comparison.
@@ -74,10 +78,11 @@ def device_peak(device_name: str) -> float | None:
     return None
 
 
-def bench_config(arch: str, size: int, batch_size: int, precision: str, jit: bool = False) -> TrainConfig:
+def bench_config(arch: str, size: int, batch_size: int, precision: str, jit: bool = False,
+                 d_dropout: float | None = None) -> TrainConfig:
     return TrainConfig(demo=True, steps=10**9, arch=arch, image_size=size, batch_size=batch_size,
                        precision=precision, jit_compile=jit, log_every=10, sample_every=10**9,
-                       checkpoint_every=10**9, ssim_every=0).validate().resolved()
+                       checkpoint_every=10**9, ssim_every=0, d_dropout=d_dropout).validate().resolved()
 
 
 def plain_tape_step(generator, discriminator, g_optimizer, d_optimizer):
@@ -104,15 +109,16 @@ def plain_tape_step(generator, discriminator, g_optimizer, d_optimizer):
     return step
 
 
-def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str = "float32"):
+def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str = "float32",
+               d_dropout: float | None = None):
     """``step(index) -> metrics`` for one configuration, and its (generator, discriminator).
 
     The engine modes run the architecture's own step (oasis_gan/architectures/gan.py) on
     one fixed batch; StyleGAN runs its R1 variant on every ``r1_every``-th
     step as the trainer does, with augmentation on (p starts at 0.2) and the
-    EMA update included.
+    EMA update included.  ``d_dropout``: the discriminator's dropout (None: the architecture's).
     """
-    config = bench_config(arch, size, batch_size, precision, jit=mode == "engine-xla")
+    config = bench_config(arch, size, batch_size, precision, jit=mode == "engine-xla", d_dropout=d_dropout)
     rng = np.random.default_rng(0)
     if mode == "trainer":
         images = rng.uniform(-1, 1, (batch_size * 8, size, size, 1)).astype(np.float32)
@@ -139,14 +145,16 @@ def build_step(arch: str, size: int, batch_size: int, mode: str, precision: str 
 
 
 def time_modes(arch: str, size: int, batch_size: int, modes: list, precision: str, steps: int, repeats: int,
-               warmup: int) -> tuple[dict, int, int]:
-    """Median images/s per mode, and forward and step FLOPs per image.
+               warmup: int, d_dropouts: tuple = (None,)) -> tuple[dict, int, int]:
+    """Median images/s per (mode, discriminator dropout), and forward and step FLOPs per image.
 
-    All modes are built and warmed up first; the timed blocks then take turns
-    (mode A, B, C, A, B, C, ...), so a machine that slows down or speeds up
-    during the run affects every mode alike.
+    All of them are built and warmed up first; the timed blocks then take turns
+    (A, B, C, A, B, C, ...), so a machine that slows down or speeds up
+    during the run affects every one alike.
     """
-    built = {mode: build_step(arch, size, batch_size, mode, precision) for mode in modes}
+    built = {(mode, dropout): build_step(arch, size, batch_size, mode, precision, dropout)
+             for mode in modes for dropout in d_dropouts}
+    modes = list(built)
     generator, discriminator = next(iter(built.values()))[1:]
     forward = modelscript.forward_flops(generator) + 2 * modelscript.forward_flops(discriminator)
     step_flops = modelscript.train_step_flops(generator, discriminator)
@@ -181,6 +189,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["plain", "engine", "engine-xla", "trainer"], choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["float32"],
                         choices=PRECISIONS)
+    parser.add_argument("--d-dropouts", nargs="+", type=float, default=[],
+                        help="the discriminator's dropout rates to compare, for the architectures that have one "
+                             "(dcgan, dcgan-ada; default: each architecture's own)")
     args = parser.parse_args()
 
     backend = keras.backend.backend()
@@ -189,20 +200,24 @@ def main() -> None:
     versions = ", ".join(f"{name} {environment[name]}" for name in ("tensorflow", "jax") if name in environment)
     print(f"device: {environment['device']}; Keras {keras.__version__} on {backend} ({versions}); "
           f"batch {args.batch_size}; median of {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps")
-    print(f"{'arch':<14} {'size':>5} {'mode':<11} {'precision':<15} {'images/s':>9} {'ms/step':>8} "
+    print(f"{'arch':<14} {'size':>5} {'mode':<11} {'D drop':>6} {'precision':<15} {'images/s':>9} {'ms/step':>8} "
           f"{'fwd GFLOP':>10} {'step GFLOP':>11} {'TFLOP/s':>8} {'% peak':>7}")
     for arch in args.archs:
         for size in args.sizes:
             for precision in args.precisions:
                 modes = [mode for mode in args.modes if not (backend != "tensorflow" and mode in TENSORFLOW_ONLY)
                          and not (mode == "plain" and arch == "stylegan")]
+                config = bench_config(arch, size, args.batch_size, precision)
+                dropouts = tuple(args.d_dropouts) if args.d_dropouts and config.d_dropout is not None else (None,)
                 rates, forward, step_flops = time_modes(arch, size, args.batch_size, modes, precision, args.steps,
-                                                        args.repeats, args.warmup)
-                for mode, rate in rates.items():
+                                                        args.repeats, args.warmup, dropouts)
+                for (mode, dropout), rate in rates.items():
+                    dropout = config.d_dropout if dropout is None else dropout
+                    dropout_text = "-" if dropout is None else f"{dropout:g}"
                     tflops = rate * step_flops / 1e12
                     share = f"{100 * tflops / peak:>6.1f}%" if peak else f"{'n/a':>7}"
                     label = "engine-jit" if backend == "jax" and mode == "engine" else mode
-                    print(f"{arch:<14} {size:>5} {label:<11} {precision:<15} {rate:>9.1f} "
+                    print(f"{arch:<14} {size:>5} {label:<11} {dropout_text:>6} {precision:<15} {rate:>9.1f} "
                           f"{1000 * args.batch_size / rate:>8.1f} {forward / 1e9:>10.2f} {step_flops / 1e9:>11.2f} "
                           f"{tflops:>8.3f} {share}", flush=True)
 

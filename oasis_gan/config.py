@@ -36,11 +36,12 @@ AUGMENT_MODES = ("ada", "off")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # Training length when neither --epochs nor --steps is given: `--demo` alone must finish in
 # under 10 minutes on 2 CPU cores, cohort build included, with the default architecture.
-# dcgan-ada trains 2000 steps of 16 at 64x64 in bfloat16 in 7.6 minutes with the cohort build
-# (458 s measured on 2 Xeon cores with AMX; docs/results.md), where the CPU computes bfloat16
-# natively; float32 takes about 1.3x as long per step (measured for dcgan-plus), so 1600.
-# Until 2026-12-06 the length was 1250 and 1000, dcgan-plus's; other architectures take longer
-# per step (dcgan-plus about 1.3x, stylegan about 4x): cap them with --minutes.
+# dcgan-ada trains 2000 steps of 16 at 64x64 in bfloat16 in 5.7 to 7.6 minutes with the cohort
+# build (343 s and 458 s measured on 2 Xeon cores with AMX, in a quiet and a busy hour;
+# docs/results.md), where the CPU computes bfloat16 natively; float32 takes about 1.3x as long
+# per step (measured for dcgan-plus), so 1600.  Until 2026-12-06 the length was 1250 and 1000,
+# dcgan-plus's; other architectures take longer per step (dcgan-plus about 1.3x, stylegan about
+# 4x): cap them with --minutes.
 DEMO_LENGTH = {"steps": 1600, "bfloat16_steps": 2000, "batch_size": 16}
 DATA_EPOCHS = 50
 MAX_SEED = 2**32 - 1  # what every random generator here takes
@@ -118,7 +119,7 @@ def setting(default=None, help="", *, flag=None, type=None, choices=None, action
 
 def _arch_default_help(name: str) -> str:
     """A setting's defaults by architecture, for its help: "dcgan-ada 256, dcgan-plus 100, ..."."""
-    return ", ".join(f"{entry.name} {entry.defaults[name]:g}" for entry in table.TABLE)
+    return ", ".join(f"{entry.name} {entry.defaults[name]:g}" for entry in table.TABLE if name in entry.defaults)
 
 
 def check_model(arch, image_size) -> None:
@@ -175,16 +176,21 @@ class TrainConfig:
     d_learning_rate: float | None = setting(
         None, f"discriminator learning rate (default {_arch_default_help('d_learning_rate')})", flag="--d-lr",
         type=float, notebook="D_LEARNING_RATE", widget="D learning rate (blank: default)")
-    lr_end: float = setting(
-        1.0, "both learning rates at the last step, as a share of --g-lr and --d-lr, reached linearly from "
-             "--lr-decay-start of the run (1: constant rates)", flag="--lr-end", type=float)
-    lr_decay_start: float = setting(
-        0.0, "share of the run's steps after which the rates start falling towards --lr-end", flag="--lr-decay-start",
-        type=float)
+    lr_end: float | None = setting(
+        None, "both learning rates at the last step, as a share of --g-lr and --d-lr, reached linearly from "
+              f"--lr-decay-start of the run, 1: constant rates (default {_arch_default_help('lr_end')})",
+        flag="--lr-end", type=float)
+    lr_decay_start: float | None = setting(
+        None, "share of the run's steps after which the rates start falling towards --lr-end (default "
+              f"{_arch_default_help('lr_decay_start')})", flag="--lr-decay-start", type=float)
     beta_1: float | None = setting(None, f"Adam beta1 (default {_arch_default_help('beta_1')})", flag="--beta1",
                                    type=float, notebook="BETA_1", widget="Adam beta1 (blank: default)")
     beta_2: float | None = setting(None, f"Adam beta2 (default {_arch_default_help('beta_2')})", flag="--beta2",
                                    type=float)
+    d_dropout: float | None = setting(
+        None, "dropout after each of the discriminator's layers, 0: none (default "
+              f"{_arch_default_help('d_dropout')}; the other architectures' discriminators have no dropout)",
+        flag="--d-dropout", type=float)
     flip: bool = setting(True, "no random left-right flips (the earlier project seed 002 flipped: hemispheres are "
                                "near-symmetric)",
                          flag="--no-flip", type=bool, action="store_false", notebook="FLIP",
@@ -294,8 +300,15 @@ class TrainConfig:
             raise ConfigError("demo_subjects", f"must be at least 3 (one subject per split), got {self.demo_subjects}")
         for name in ("g_learning_rate", "d_learning_rate"):
             _check(self, name, _is_number, "a number in (0, 1)", lambda value: 0.0 < value < 1.0, optional=True)
-        _check(self, "lr_end", _is_number, "a number in (0, 1] (1: constant rates)", lambda value: 0 < value <= 1)
-        _check(self, "lr_decay_start", _is_number, "a number in [0, 1)", lambda value: 0 <= value < 1)
+        _check(self, "lr_end", _is_number, "a number in (0, 1] (1: constant rates)", lambda value: 0 < value <= 1,
+               optional=True)
+        _check(self, "lr_decay_start", _is_number, "a number in [0, 1)", lambda value: 0 <= value < 1, optional=True)
+        _check(self, "d_dropout", _is_number, "a number in [0, 1) (0: none)", lambda value: 0 <= value < 1,
+               optional=True)
+        if self.d_dropout is not None and "d_dropout" not in table.get(self.arch).defaults:
+            with_dropout = " and ".join(f"{entry.name}'s" for entry in table.TABLE if "d_dropout" in entry.defaults)
+            raise ConfigError("d_dropout", f"{self.arch}'s discriminator has no dropout (only {with_dropout} "
+                                           "have); leave it unset")
         for name in ("beta_1", "beta_2"):
             _check(self, name, _is_number, "a number in [0, 1)", lambda value: 0.0 <= value < 1.0, optional=True)
         _check(self, "r1_gamma", _is_number, "a non-negative number", lambda value: value >= 0, optional=True)

@@ -176,9 +176,11 @@ def describe_config(run_config: config.TrainConfig) -> str:
     c = run_config
     length = f"{c.epochs} epochs" if c.epochs else f"{c.steps} steps"
     source = ("demo cohort" if c.demo else f"OASIS folder {c.data_dir}") + f" ({'+'.join(c.splits)})"
+    schedule = "" if c.lr_end >= 1 else f" (both falling from {c.lr_decay_start:.0%} of the steps to x{c.lr_end:g})"
+    dropout = "" if not c.d_dropout else f"; D dropout {c.d_dropout:g}"
     return (f"{c.arch} at {c.image_size}x{c.image_size}, latent {c.latent_dim}, "
-            f"batch {c.batch_size}, {length}; G lr {c.g_learning_rate:g}, D lr {c.d_learning_rate:g}, "
-            f"beta1 {c.beta_1:g}; flips {'on' if c.flip else 'off'}; seed {c.seed}; {c.precision}"
+            f"batch {c.batch_size}, {length}; G lr {c.g_learning_rate:g}, D lr {c.d_learning_rate:g}{schedule}, "
+            f"beta1 {c.beta_1:g}{dropout}; flips {'on' if c.flip else 'off'}; seed {c.seed}; {c.precision}"
             f"{'' if c.devices == 1 else f' on {c.devices} devices'}; data: {source}")
 
 

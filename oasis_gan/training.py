@@ -110,7 +110,8 @@ def resume_config(run: RunFolder, changes: dict) -> TrainConfig:
             )
     merged = with_absolute_paths(TrainConfig.from_dict({**saved.to_dict(), **changes}).validate().resolved())
     for name, on, kept in (("ema_kimg", lambda config: config.ema_kimg > 0, "a generator average (EMA)"),
-                           ("augment", lambda config: config.augment == "ada", "augmentation state")):
+                           ("augment", lambda config: config.augment == "ada", "augmentation state"),
+                           ("d_dropout", lambda config: bool(config.d_dropout), "the discriminator's dropout RNG")):
         if on(saved) != on(merged):
             raise ConfigError(
                 name, f"{run.path} was trained {'with' if on(saved) else 'without'} {kept}; it cannot be turned "

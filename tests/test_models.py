@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+import keras
+
 import modelscript
 
 
@@ -79,11 +81,40 @@ def test_the_default_dcgan_ada_is_seed_000s_networks_with_the_regularisers():
     default = TrainConfig(data_dir="x", steps=1, batch_size=16).validate().resolved()
     assert default.arch == "dcgan-ada" and default.latent_dim == 256
     assert (default.r1_gamma, default.ema_kimg, default.augment) == (0.0002 * 64**2 / 16, 5.0, "ada")
-    assert (default.g_learning_rate, default.d_learning_rate, default.beta_1) == (2e-4, 4e-4, 0.5)  # D 4x seed 000's
+    # twice seed 000's G rate and 8x its D rate for half the run, then falling to half of that; no dropout in D
+    assert (default.g_learning_rate, default.d_learning_rate, default.beta_1) == (4e-4, 8e-4, 0.5)
+    assert (default.lr_end, default.lr_decay_start, default.d_dropout) == (0.5, 0.5, 0.0)
+    seed_000 = TrainConfig(data_dir="x", steps=1, arch="dcgan").validate().resolved()
+    assert (seed_000.g_learning_rate, seed_000.d_learning_rate, seed_000.lr_end, seed_000.d_dropout) == (
+        2e-4, 1e-4, 1.0, 0.4)
     for build in (modelscript.build_generator, modelscript.build_discriminator):
         ada, seed = build("dcgan-ada", 64), build("dcgan", 64)
         assert ada.name == seed.name  # dcgan_generator_64, dcgan_discriminator_64
         assert [(w.path, w.shape) for w in ada.weights] == [(w.path, w.shape) for w in seed.weights]
+
+
+def dropout_rates(model) -> list:
+    return [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+
+def test_seed_000s_discriminator_drops_what_d_dropout_says_and_the_others_refuse_it():
+    from oasis_gan.config import ConfigError, TrainConfig
+
+    assert dropout_rates(modelscript.build_discriminator("dcgan", 64)) == [0.4] * 4  # one after each conv
+    assert dropout_rates(modelscript.build_discriminator("dcgan-ada", 64)) == []
+    assert dropout_rates(modelscript.build_discriminator("dcgan-ada", 64, dropout=0.25)) == [0.25] * 4
+    assert dropout_rates(modelscript.build_discriminator("dcgan", 64, dropout=0.0)) == []
+    from oasis_gan.architectures import gan  # what a run builds from its config
+
+    config = TrainConfig(data_dir="x", steps=1, image_size=32, d_dropout=0.3).validate().resolved()
+    assert dropout_rates(gan.build_networks(config)[1]) == [0.3] * 3
+    with pytest.raises(ConfigError, match="d_dropout: stylegan's discriminator has no dropout") as error:
+        TrainConfig(data_dir="x", steps=1, arch="stylegan", d_dropout=0.2).validate()
+    assert "dcgan-ada's and dcgan's" in error.value.reason
+    with pytest.raises(ConfigError, match="d_dropout: must be a number in"):
+        TrainConfig(data_dir="x", steps=1, d_dropout=1.0).validate()
+    with pytest.raises(ValueError, match="dcgan-classic's discriminator has no dropout"):
+        modelscript.build_discriminator("dcgan-classic", 64, dropout=0.3)
 
 
 def test_bad_arguments_are_named():

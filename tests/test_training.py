@@ -1,6 +1,7 @@
 """The train step, batch sampling, checkpoints, resume, divergence and config checks."""
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -228,6 +229,18 @@ def test_resume_drops_history_rows_after_the_checkpoint(tmp_path, tiny_images):
     resumed = training.Trainer.resume(run, images=tiny_images)
     assert resumed.step == 4
     assert [int(row["step"]) for row in read_rows(run)] == [2, 4]
+
+
+def test_a_resume_may_change_the_discriminator_s_dropout_but_not_remove_it(tmp_path, tiny_images):
+    run = finished_runs.copy_of_finished(small_config(), tiny_images, tmp_path / "run")  # dcgan: dropout 0.4
+    with pytest.raises(ConfigError, match="d_dropout: .* was trained with the discriminator's dropout RNG") as error:
+        training.Trainer.resume(run, images=tiny_images, steps=10, d_dropout=0.0)
+    assert "start a new run folder" in error.value.reason
+    assert json.loads((run / "config.json").read_text())["d_dropout"] == 0.4  # nothing changed
+    resumed = training.Trainer.resume(run, images=tiny_images, steps=10, d_dropout=0.2)
+    assert resumed.config.d_dropout == 0.2
+    resumed.fit(progress=False)
+    assert resumed.step == 10
 
 
 def test_partial_history_line_from_a_kill_is_dropped_on_resume(tmp_path, tiny_images):

@@ -81,7 +81,7 @@ def build_networks(config: TrainConfig):
     keras.mixed_precision.set_dtype_policy(machine.precision_for(config.precision, machine.Machine.detect()))
     try:
         generator = modelscript.build_generator(config.arch, config.image_size, config.latent_dim)
-        discriminator = modelscript.build_discriminator(config.arch, config.image_size)
+        discriminator = modelscript.build_discriminator(config.arch, config.image_size, config.d_dropout)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
     return generator, discriminator

@@ -23,46 +23,53 @@ from dataclasses import dataclass
 # (Radford et al.: 0.9 oscillates); StyleGAN2 with 2e-3 for both and betas 0 / 0.99, which its
 # equalised learning rate makes stable.
 DCGAN_ADAM = {"g_learning_rate": 2e-4, "d_learning_rate": 1e-4, "beta_1": 0.5, "beta_2": 0.999}
-# With R1 and adaptive augmentation holding it back, dcgan-ada's D learns 4x as fast, 2x as fast as G: chosen on
-# the validate split over 1e-4, 2e-4, 4e-4 and 8e-4 at the demo's 2000 steps, two seeds (docs/results.md).
-ADA_ADAM = {**DCGAN_ADAM, "d_learning_rate": 4e-4}
+CONSTANT_RATES = {"lr_end": 1.0, "lr_decay_start": 0.0}
+# Seed 000's discriminator drops 0.4 of its features after every layer to slow itself down.
+SEED_000_DROPOUT = 0.4
+# dcgan-ada's D needs no dropout: R1 and adaptive augmentation hold it back.  Without it, both rates can double
+# (G 4e-4, D 8e-4) for the first half of the run and fall to the half of that by its end: chosen on the validate
+# split at the demo's 2000 steps, two seeds (docs/results.md).
+ADA_TRAINING = {**DCGAN_ADAM, "g_learning_rate": 4e-4, "d_learning_rate": 8e-4, "lr_end": 0.5, "lr_decay_start": 0.5,
+                "d_dropout": 0.0}
 
 
 @dataclass(frozen=True)
 class Architecture:
     name: str
     help: str
-    defaults: dict  # the settings it fills when they are unset: latent_dim, learning rates, betas
+    defaults: dict  # the settings it fills when unset: latent_dim, learning rates and their schedule, betas, D's dropout
     regularised: bool  # R1, the generator EMA and ADA on unless set to 0 / off
     styles: bool  # a style-based generator: style mixing, path-length penalty, truncation
     generator: str  # "module:function", (image_size, latent_dim) -> keras.Model
-    discriminator: str  # "module:function", (image_size) -> keras.Model
+    discriminator: str  # "module:function", (image_size, **its options) -> keras.Model
 
     def build_generator(self, image_size: int, latent_dim: int):
         return _resolve(self.generator)(image_size, latent_dim)
 
-    def build_discriminator(self, image_size: int):
-        return _resolve(self.discriminator)(image_size)
+    def build_discriminator(self, image_size: int, **options):
+        """``options``: the builder's own settings, such as ``dropout`` for those with dropout."""
+        return _resolve(self.discriminator)(image_size, **options)
 
 
 TABLE = (
-    Architecture("dcgan-ada", "seed 000's networks trained with StyleGAN2-ADA's regularisers: R1, a generator EMA "
-                              "and adaptive augmentation",
-                 {"latent_dim": 256, **ADA_ADAM}, regularised=True, styles=False,
+    Architecture("dcgan-ada", "seed 000's networks, its discriminator without dropout, trained with StyleGAN2-ADA's "
+                              "regularisers (R1, a generator EMA and adaptive augmentation) and a falling learning rate",
+                 {"latent_dim": 256, **ADA_TRAINING}, regularised=True, styles=False,
                  generator="modelscript:dcgan_generator", discriminator="modelscript:dcgan_discriminator"),
     Architecture("dcgan-plus", "dcgan-classic's networks with a 3x3 conv output and the same regularisers (the "
                                "default until 2026-12-04; its samples collapse on the demo cohort, docs/results.md)",
-                 {"latent_dim": 100, **DCGAN_ADAM}, regularised=True, styles=False,
+                 {"latent_dim": 100, **DCGAN_ADAM, **CONSTANT_RATES}, regularised=True, styles=False,
                  generator="modelscript:plus_generator", discriminator="modelscript:classic_discriminator"),
     Architecture("dcgan", "the design of seed 000, an earlier project (not --seed)",
-                 {"latent_dim": 256, **DCGAN_ADAM}, regularised=False, styles=False,
+                 {"latent_dim": 256, **DCGAN_ADAM, **CONSTANT_RATES, "d_dropout": SEED_000_DROPOUT},
+                 regularised=False, styles=False,
                  generator="modelscript:dcgan_generator", discriminator="modelscript:dcgan_discriminator"),
     Architecture("dcgan-classic", "Radford et al.'s DCGAN",
-                 {"latent_dim": 100, **DCGAN_ADAM}, regularised=False, styles=False,
+                 {"latent_dim": 100, **DCGAN_ADAM, **CONSTANT_RATES}, regularised=False, styles=False,
                  generator="modelscript:classic_generator", discriminator="modelscript:classic_discriminator"),
     Architecture("stylegan", "StyleGAN2",
                  {"latent_dim": 512, "g_learning_rate": 2e-3, "d_learning_rate": 2e-3, "beta_1": 0.0,
-                  "beta_2": 0.99}, regularised=True, styles=True,
+                  "beta_2": 0.99, **CONSTANT_RATES}, regularised=True, styles=True,
                  generator="oasis_gan.architectures.stylegan:build_generator",
                  discriminator="oasis_gan.architectures.stylegan:build_discriminator"),
 )

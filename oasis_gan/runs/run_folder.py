@@ -137,6 +137,12 @@ def settings_from(values, path: Path) -> TrainConfig:
         # Written before R1, the EMA and augmentation applied to every architecture (config.json has
         # held resolved values since): these DCGANs trained without them, whatever "augment" says.
         values.update(r1_gamma=0.0, ema_kimg=0.0, augment="off")
+    # Written before these were settings: constant rates, and seed 000's discriminator dropped 0.4 in both
+    # of the architectures built from it.
+    values.setdefault("lr_end", 1.0)
+    values.setdefault("lr_decay_start", 0.0)
+    if entry and "d_dropout" in entry.defaults:
+        values.setdefault("d_dropout", table.SEED_000_DROPOUT)
     try:
         return TrainConfig.from_dict(values).validate().resolved()
     except ConfigError as exc:
