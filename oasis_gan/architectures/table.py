@@ -27,7 +27,7 @@ CONSTANT_RATES = {"lr_end": 1.0, "lr_decay_start": 0.0}
 # Seed 000's discriminator drops 0.4 of its features after every layer to slow itself down.
 SEED_000_DROPOUT = 0.4
 # dcgan-ada's D needs no dropout: R1 and adaptive augmentation hold it back.  Without it, both rates can double
-# (G 4e-4, D 8e-4) for the first half of the run and fall to the half of that by its end: chosen on the validate
+# (G 4e-4, D 8e-4) for the first half of the run and fall to half of that by its end: chosen on the validate
 # split at the demo's 2000 steps, two seeds (docs/results.md).
 ADA_TRAINING = {**DCGAN_ADAM, "g_learning_rate": 4e-4, "d_learning_rate": 8e-4, "lr_end": 0.5, "lr_decay_start": 0.5,
                 "d_dropout": 0.0}
