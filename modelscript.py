@@ -90,16 +90,11 @@ def build_generator(arch: str = "dcgan", image_size: int = 256, latent_dim: int 
 def build_discriminator(arch: str = "dcgan", image_size: int = 256, dropout: float | None = None) -> keras.Model:
     """``(B, S, S, 1)`` images -> ``(B, 1)`` logits (real = 1, fake = 0).
 
-    ``dropout``: for the architectures whose discriminator has dropout (``d_dropout`` among their
-    defaults: dcgan, dcgan-ada); None takes the architecture's default.
+    ``dropout``: for the architectures whose discriminator has dropout (dcgan, dcgan-ada); None
+    takes the architecture's default.
     """
     check_arch(arch, image_size)
-    entry = table.get(arch)
-    if "d_dropout" not in entry.defaults:
-        if dropout:
-            raise ValueError(f"{arch}'s discriminator has no dropout")
-        return entry.build_discriminator(image_size)
-    return entry.build_discriminator(image_size, dropout=entry.defaults["d_dropout"] if dropout is None else dropout)
+    return table.get(arch).build_discriminator(image_size, dropout)
 
 
 def io_shapes(model: keras.Model) -> tuple[tuple, tuple]:

@@ -305,8 +305,8 @@ class TrainConfig:
         _check(self, "lr_decay_start", _is_number, "a number in [0, 1)", lambda value: 0 <= value < 1, optional=True)
         _check(self, "d_dropout", _is_number, "a number in [0, 1) (0: none)", lambda value: 0 <= value < 1,
                optional=True)
-        if self.d_dropout is not None and "d_dropout" not in table.get(self.arch).defaults:
-            with_dropout = " and ".join(f"{entry.name}'s" for entry in table.TABLE if "d_dropout" in entry.defaults)
+        if self.d_dropout is not None and not table.get(self.arch).has_dropout:
+            with_dropout = " and ".join(f"{entry.name}'s" for entry in table.TABLE if entry.has_dropout)
             raise ConfigError("d_dropout", f"{self.arch}'s discriminator has no dropout (only {with_dropout} "
                                            "have); leave it unset")
         for name in ("beta_1", "beta_2"):

@@ -158,8 +158,6 @@ def test_divergence_writes_the_final_figures_and_a_run_without_checkpoints_can_s
     assert resumed.step == 0 and resumed.fit(progress=False) == "done"
 
 
-
-
 @pytest.mark.parametrize("victim", ["training_state.npz", "generator.weights.h5", "state.json"])
 def test_a_corrupt_newest_checkpoint_is_named_skipped_and_the_newest_good_one_used(
         tmp_path, tiny_images, capsys, victim):

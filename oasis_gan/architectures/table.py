@@ -37,23 +37,33 @@ ADA_TRAINING = {**DCGAN_ADAM, "g_learning_rate": 4e-4, "d_learning_rate": 8e-4, 
 class Architecture:
     name: str
     help: str
-    defaults: dict  # the settings it fills when unset: latent_dim, learning rates and their schedule, betas, D's dropout
+    defaults: dict  # the settings it fills when unset: latent_dim, rates and their schedule, betas, D's dropout
     regularised: bool  # R1, the generator EMA and ADA on unless set to 0 / off
     styles: bool  # a style-based generator: style mixing, path-length penalty, truncation
     generator: str  # "module:function", (image_size, latent_dim) -> keras.Model
-    discriminator: str  # "module:function", (image_size, **its options) -> keras.Model
+    discriminator: str  # "module:function", (image_size[, dropout]) -> keras.Model
 
     def build_generator(self, image_size: int, latent_dim: int):
         return _resolve(self.generator)(image_size, latent_dim)
 
-    def build_discriminator(self, image_size: int, **options):
-        """``options``: the builder's own settings, such as ``dropout`` for those with dropout."""
-        return _resolve(self.discriminator)(image_size, **options)
+    @property
+    def has_dropout(self) -> bool:
+        """Whether its discriminator has dropout (``d_dropout`` among its defaults: seed 000's design)."""
+        return "d_dropout" in self.defaults
+
+    def build_discriminator(self, image_size: int, dropout: float | None = None):
+        """``dropout``: for a discriminator that has it, None takes the default; the others refuse a rate."""
+        builder = _resolve(self.discriminator)
+        if not self.has_dropout:
+            if dropout:
+                raise ValueError(f"{self.name}'s discriminator has no dropout")
+            return builder(image_size)
+        return builder(image_size, dropout=self.defaults["d_dropout"] if dropout is None else dropout)
 
 
 TABLE = (
     Architecture("dcgan-ada", "seed 000's networks, its discriminator without dropout, trained with StyleGAN2-ADA's "
-                              "regularisers (R1, a generator EMA and adaptive augmentation) and a falling learning rate",
+                              "regularisers (R1, a generator EMA and adaptive augmentation) and falling rates",
                  {"latent_dim": 256, **ADA_TRAINING}, regularised=True, styles=False,
                  generator="modelscript:dcgan_generator", discriminator="modelscript:dcgan_discriminator"),
     Architecture("dcgan-plus", "dcgan-classic's networks with a 3x3 conv output and the same regularisers (the "

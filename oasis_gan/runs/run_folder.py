@@ -141,7 +141,7 @@ def settings_from(values, path: Path) -> TrainConfig:
     # of the architectures built from it.
     values.setdefault("lr_end", 1.0)
     values.setdefault("lr_decay_start", 0.0)
-    if entry and "d_dropout" in entry.defaults:
+    if entry and entry.has_dropout:
         values.setdefault("d_dropout", table.SEED_000_DROPOUT)
     try:
         return TrainConfig.from_dict(values).validate().resolved()
