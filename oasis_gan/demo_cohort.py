@@ -23,8 +23,8 @@ realistic scans, not by resampling the template's blurred average intensity:
 * imaging: T1 intensities at OASIS's levels (grey matter about 60-90, white
   matter about 110-160, CSF and skull dark, scalp about 180-220) with
   per-subject contrast, a little blur, a smooth bias field, Rician noise, and
-  the faint noise of the registered field of view around the head on an
-  exactly black background;
+  the scanner's noise floor (about 12) in the registered field of view around
+  the head, on an exactly black background;
 * the slice band: 32 consecutive 1 mm axial slices through the lateral
   ventricles (the third ventricle and basal ganglia at slice 0 to the
   ventricles' bodies at slice 31), 256x256, anterior to the right, as OASIS.
@@ -56,7 +56,7 @@ from scipy import ndimage
 SLICES_PER_SUBJECT = 32
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 SLICE_SIZE = 256
-COHORT_VERSION = 2  # 1: the skull-stripped template resampled, cerebellum to vertex
+COHORT_VERSION = 3  # 1: the skull-stripped template resampled, cerebellum to vertex; 2: too faint a noise floor
 TEMPLATE_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
 TEMPLATE_ORIGIN_MM = np.array([-98.0, -134.0, -72.0])  # MNI coordinate of voxel (0, 0, 0)
 HEAD_CENTRE_MM = np.array([0.0, -17.0, 0.0])  # in-plane centre of the output slice
@@ -221,14 +221,14 @@ def _field_of_view(rng: np.random.Generator, head: np.ndarray) -> np.ndarray:
     """Where the registered scan has data around the head: its bounding box, widened, corners cut."""
     size = head.shape[-1]
     rows, columns = np.nonzero(head.any(axis=0))
-    margin = rng.uniform(3.0, 9.0)
+    margin = rng.uniform(0.0, 3.0)
     top, bottom = rows.min() - margin, rows.max() + margin
     left, right = columns.min() - margin, columns.max() + margin
     row, column = np.mgrid[0:size, 0:size]
     inside = (row >= top) & (row <= bottom) & (column >= left) & (column <= right)
     half_height, half_width = (bottom - top) / 2, (right - left) / 2
     corner = (np.abs(row - (top + bottom) / 2) / half_height + np.abs(column - (left + right) / 2) / half_width)
-    return inside & (corner <= rng.uniform(1.4, 1.6))
+    return inside & (corner <= rng.uniform(1.25, 1.45))
 
 
 def render_subject(seed: int, subject: int) -> np.ndarray:
@@ -254,7 +254,8 @@ def render_subject(seed: int, subject: int) -> np.ndarray:
     intensity = np.hypot(intensity + rng.normal(0.0, noise, intensity.shape),
                          rng.normal(0.0, noise, intensity.shape))
     view = _field_of_view(rng, head)
-    background = np.maximum(rng.normal(0.0, rng.uniform(3.0, 6.0), intensity.shape), 0.0)  # faint, half of it 0
+    floor, spread = rng.uniform(9.0, 14.0), rng.uniform(2.0, 4.0)  # the scanner's noise floor: rarely 0
+    background = np.hypot(floor + rng.normal(0.0, spread, intensity.shape), rng.normal(0.0, spread, intensity.shape))
     intensity = np.where(head, intensity, background)
     intensity = np.where(view[None], intensity, 0.0)
     return np.clip(np.rint(intensity), 0, 255).astype(np.uint8)

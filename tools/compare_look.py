@@ -35,6 +35,7 @@ REAL_BEST_MATCH_AMONG_REAL = 0.68  # median best SSIM (128x128) of a real slice 
 TARGETS = [
     ("histogram_distance", None, 0.10, "absolute"),
     ("background_share", -0.04, 0.04, "difference"),
+    ("faint_share", -0.02, 0.02, "difference"),
     ("ring_contrast", 0.8, 1.25, "ratio"),
     ("sharpness", 0.85, 1.2, "ratio"),
     ("png_size_spread", None, 0.10, "absolute"),

@@ -6,6 +6,9 @@ the slice number of each where known:
 
 * ``histogram``: the non-zero pixels' intensities in 8 bins of 32 (shares);
 * ``background_share``: the share of pixels exactly 0;
+* ``faint_share``: the share of faint pixels (1 to 8): real OASIS has few, in
+  a thin rim around the head, its background being black or the scanner's
+  noise floor (about 12) within the field of view;
 * ``ring_contrast``: the head's outer 10 px (95th percentile) over the median
   inside it: about 2.6 for a whole head with its bright scalp ring, about 1
   for a skull-stripped brain;
@@ -33,6 +36,7 @@ from scipy import ndimage
 HISTOGRAM_BINS = 8  # of 32 grey levels each
 RING_WIDTH = 10  # pixels of the head's outer band
 HEAD_THRESHOLD = 40  # grey level above the background's faint noise (up to about 30)
+FAINT_LEVEL = 8  # grey levels 1 to this count as faint
 
 # Real OASIS (keras_png_slices_data), measured on real slices with these same definitions; the PNG size
 # spread and slice numbers from the sizes of all 11,328 real files.  Provenance: docs/data.md.
@@ -40,6 +44,7 @@ REAL_OASIS = {
     "histogram": [0.25, 0.18, 0.24, 0.22, 0.07, 0.02, 0.01, 0.004],
     "mean_nonzero": 71.0,
     "background_share": 0.53,
+    "faint_share": 0.012,
     "ring_contrast": 2.6,
     "sharpness": 0.16,
     "head_area": 0.38,
@@ -82,6 +87,7 @@ def image_measures(image: np.ndarray) -> dict:
         "histogram": histogram,  # counts: shares once summed over a set
         "nonzero_sum": float(nonzero.sum()), "nonzero_count": int(nonzero.size),
         "background_share": float(np.mean(image == 0)),
+        "faint_share": float(np.mean((image > 0) & (image <= FAINT_LEVEL))),
         "ring_contrast": float(np.percentile(pixels[ring], 95) / max(np.median(pixels[inner]), 1.0))
         if inner.any() and ring.any() else float("nan"),
         "sharpness": float(laplacian.mean() / max(inside.mean(), 1.0)) if inner.any() else float("nan"),
@@ -108,7 +114,7 @@ def summarize(per_image: list[dict], levels=None, png_sizes=None) -> dict:
         "histogram": (counts / max(counts.sum(), 1)).round(4).tolist(),
         "mean_nonzero": sum(m["nonzero_sum"] for m in per_image) / max(sum(m["nonzero_count"] for m in per_image), 1),
     }
-    for key in ("background_share", "ring_contrast", "sharpness", "head_area"):
+    for key in ("background_share", "faint_share", "ring_contrast", "sharpness", "head_area"):
         values = np.array([measures[key] for measures in per_image])
         result[key] = float(np.median(values[~np.isnan(values)])) if not np.isnan(values).all() else float("nan")
     if levels is not None:
@@ -165,7 +171,7 @@ def against_held_out(samples, held_out, real, *, rng=None, resamples: int = 1000
 def compare(measured: dict, reference: dict = REAL_OASIS) -> dict:
     """Each measure beside the reference's, with the ratio (or, for the histogram, the distance)."""
     rows = {"histogram_distance": (histogram_distance(measured["histogram"], reference["histogram"]), 0.0)}
-    for key in ("mean_nonzero", "background_share", "ring_contrast", "sharpness", "head_area",
+    for key in ("mean_nonzero", "background_share", "faint_share", "ring_contrast", "sharpness", "head_area",
                 "head_area_variation", "png_size_spread"):
         if key in measured and key in reference:
             rows[key] = (measured[key], reference[key])
