@@ -24,7 +24,8 @@ trained on, and among the test split, and writes REPORT.json:
                              slices': softness and grain both show; _real is N real
                              training slices' distance, the noise at N (held out only)
   histogram_distance(_real)  the intensity histogram's distance from the held-out
-                             slices' (0 the same, 1 disjoint), and N real training slices'
+                             slices' (0 the same, 1 disjoint), and N real training slices',
+                             over the visible pixels (above 8 of 255; _nonzero: above 0)
   ring_contrast(_real),      the scalp ring's contrast and the sharpness inside
   sharpness(_real)           the head (appearance.py), the samples' and real slices'
   classifier_accuracy        how often a small CNN, trained on other slices, tells a
@@ -435,7 +436,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"spectrum shape: {report['spectrum_shape']:.3f}{interval(report, 'spectrum_shape', 3)} from the real {split} slices' (0 the same; "
                      f"{report['spectrum_shape_real']:.3f} for as many real training slices)")
     if "histogram_distance" in report:
-        lines.append(f"look vs the real {split} slices: intensity histogram distance {report['histogram_distance']:.3f}"
+        lines.append(f"look vs the real {split} slices: intensity histogram distance (pixels above 8) "
+                     f"{report['histogram_distance']:.3f}"
                      f"{interval(report, 'histogram_distance', 3)} "
                      f"(as many real training slices: {report['histogram_distance_real']:.3f}); scalp ring contrast "
                      f"{report['ring_contrast']:.2f} (real training slices {report['ring_contrast_real']:.2f}); "

@@ -98,21 +98,49 @@ def test_the_look_measures_see_grain_blur_and_a_missing_scalp_and_give_intervals
     pixels = data_utils.to_uint8(validate)
     inside = np.stack([ndimage.binary_erosion(appearance.head_mask(image), iterations=4) for image in pixels])
     stripped = np.where(inside[..., None], validate, -1.0).astype(np.float32)  # the scalp ring cut away
-    # Measured here: real unseen slices 0.10 from the held-out histogram (real training slices 0.06),
-    # sharpness 0.45 (real 0.5), ring contrast 1.7; blurred 0.12, grain 0.78, stripped about 1.
-    assert honest["histogram_distance"] < honest["histogram_distance_real"] + 0.07
+    # Measured here: real unseen slices 0.19 from the held-out histogram (real training slices 0.10: two
+    # subjects against one, each with its own tissue levels), sharpness 0.45 (real 0.5), ring contrast
+    # 1.7; stripped about 1.
+    assert honest["histogram_distance"] < 2 * honest["histogram_distance_real"]
     assert 0.7 < honest["sharpness"] / honest["sharpness_real"] < 1.3
     assert measure(soft, splits)["sharpness"] < 0.5 * honest["sharpness_real"]
     grainy = measure(grain, splits)
     assert grainy["sharpness"] > 1.3 * honest["sharpness_real"]
-    assert grainy["histogram_distance"] > honest["histogram_distance"] + 0.04
-    assert grainy["histogram_distance_interval"][0] > honest["histogram_distance_interval"][1]
+    low, high = grainy["histogram_distance_interval"]  # the histogram's own tests: the test below
+    assert low <= grainy["histogram_distance"] <= high
     assert honest["ring_contrast"] > 1.4 and measure(stripped, splits)["ring_contrast"] < 1.25
     for key in ("realism", "recall", "level_distance"):  # 95 % bootstrap intervals around the estimate
         low, high = honest[f"{key}_interval"]
         assert low <= honest[key] <= high and high - low > 0.01, (key, low, high)
     lines = "\n".join(evaluate.summary_lines(honest))
     assert "intensity histogram distance" in lines and f"realism {honest['realism']:.2f} [" in lines
+
+
+def against_odd_slices(images, validate):
+    """appearance.against_held_out of ``images``' even slices against the odd slices of ``validate``."""
+    from oasis_gan.evaluation import appearance
+
+    pixels, real = data_utils.to_uint8(images[::2]), data_utils.to_uint8(validate)
+    return appearance.against_held_out(pixels, real[1::2], real[::2], rng=np.random.default_rng(0))
+
+
+def test_the_samples_histogram_judges_visible_levels_not_the_shade_of_black(splits):
+    _, _, validate, _ = splits
+    honest = against_odd_slices(validate, validate)  # the same subjects' other slices: near 0
+    # A generator's tanh draws black as grey level 0 to 8 (it nears -1 without reaching it): the same
+    # slices with their black background at level 5 look the same, and are judged so; under the look
+    # measures' non-zero definition that shade alone moved them far.
+    hazy = np.where(validate <= -1.0 + 0.5 / 127.5, -1.0 + 5 / 127.5, validate).astype(np.float32)
+    report = against_odd_slices(hazy, validate)
+    assert report["histogram_distance"] == pytest.approx(honest["histogram_distance"], abs=0.005)
+    assert report["histogram_distance_nonzero"] > honest["histogram_distance_nonzero"] + 0.2
+    # Wrong tissue levels and grain still show.
+    darker = np.where(validate > -0.9, (validate + 1.0) * 0.8 - 1.0, validate).astype(np.float32)
+    grain = np.clip(validate + np.random.default_rng(0).normal(0, 0.12, validate.shape), -1, 1).astype(np.float32)
+    for images in (darker, grain):
+        report = against_odd_slices(images, validate)
+        assert report["histogram_distance"] > honest["histogram_distance"] + 0.1
+        assert report["histogram_distance_interval"][0] > honest["histogram_distance_interval"][1]
 
 
 def test_the_two_sample_classifier_tells_blur_and_grain_from_real_but_not_real_from_real(splits):

@@ -5,6 +5,8 @@ One function, ``look_measures``, over any set of 8-bit slices (a list of
 the slice number of each where known:
 
 * ``histogram``: the non-zero pixels' intensities in 8 bins of 32 (shares);
+  ``visible_histogram`` the same over the pixels above the faint level,
+  which samples are judged by (``against_held_out``);
 * ``background_share``: the share of pixels exactly 0;
 * ``faint_share``: the share of faint pixels (1 to 8): real OASIS has few, in
   a thin rim around the head, its background being black or the scanner's
@@ -81,10 +83,12 @@ def image_measures(image: np.ndarray) -> dict:
     ring = head & ~inner
     nonzero = pixels[image > 0]
     histogram = np.histogram(nonzero, bins=HISTOGRAM_BINS, range=(0, 256))[0].astype(np.float64)
+    visible = np.histogram(pixels[image > FAINT_LEVEL], bins=HISTOGRAM_BINS, range=(0, 256))[0].astype(np.float64)
     inside = pixels[inner]
     laplacian = np.abs(ndimage.laplace(pixels))[inner]
     return {
         "histogram": histogram,  # counts: shares once summed over a set
+        "visible_histogram": visible,
         "nonzero_sum": float(nonzero.sum()), "nonzero_count": int(nonzero.size),
         "background_share": float(np.mean(image == 0)),
         "faint_share": float(np.mean((image > 0) & (image <= FAINT_LEVEL))),
@@ -108,12 +112,12 @@ def summarize(per_image: list[dict], levels=None, png_sizes=None) -> dict:
     """``look_measures`` from the slices' own ``image_measures``."""
     if not per_image:
         raise ValueError("look_measures: no slices")
-    counts = np.sum([measures["histogram"] for measures in per_image], axis=0)
-    result = {
-        "n": len(per_image),
-        "histogram": (counts / max(counts.sum(), 1)).round(4).tolist(),
-        "mean_nonzero": sum(m["nonzero_sum"] for m in per_image) / max(sum(m["nonzero_count"] for m in per_image), 1),
-    }
+    result = {"n": len(per_image)}
+    for key in ("histogram", "visible_histogram"):
+        counts = np.sum([measures[key] for measures in per_image], axis=0)
+        result[key] = (counts / max(counts.sum(), 1)).round(4).tolist()
+    result["mean_nonzero"] = (sum(m["nonzero_sum"] for m in per_image)
+                              / max(sum(m["nonzero_count"] for m in per_image), 1))
     for key in ("background_share", "faint_share", "ring_contrast", "sharpness", "head_area"):
         values = np.array([measures[key] for measures in per_image])
         result[key] = float(np.median(values[~np.isnan(values)])) if not np.isnan(values).all() else float("nan")
@@ -144,23 +148,32 @@ def against_held_out(samples, held_out, real, *, rng=None, resamples: int = 1000
     training slices).  ``histogram_distance`` is the samples' intensity histogram's distance from the
     held-out one's, ``histogram_distance_real`` the same for ``real``: the noise at that n; with ``rng``
     also ``histogram_distance_interval``, the 95 % bootstrap interval over the samples and the held-out
-    slices.  ``ring_contrast`` and ``sharpness`` are the samples' medians, ``*_real`` those of ``real``:
-    both are traits of a subject (the ring's median over one subject's slices spans 1.6 to 2.8 at 64x64
-    across the demo cohort), so many subjects' slices are the fairer comparison than one or two held out.
+    slices.  These histograms count the visible pixels, above the faint level: a generator's tanh draws
+    black as 0 to 8 (it nears -1 without reaching it), a shade eyes cannot tell from black, and counted
+    as tissue that shade outweighed the tissue's own levels.  ``histogram_distance_nonzero`` keeps the
+    look measures' definition (every non-zero pixel), for comparison.
+
+    ``ring_contrast`` and ``sharpness`` are the samples' medians, ``*_real`` those of ``real``: both are
+    traits of a subject (the ring's median over one subject's slices spans 1.6 to 2.8 at 64x64 across the
+    demo cohort), so many subjects' slices are the fairer comparison than one or two held out.
     """
     per_image = {name: [image_measures(image) for image in images] for name, images in
                  (("samples", samples), ("held_out", held_out), ("real", real))}
     looks = {name: summarize(measures) for name, measures in per_image.items()}
     result = {
-        "histogram_distance": histogram_distance(looks["samples"]["histogram"], looks["held_out"]["histogram"]),
-        "histogram_distance_real": histogram_distance(looks["real"]["histogram"], looks["held_out"]["histogram"]),
+        "histogram_distance": histogram_distance(looks["samples"]["visible_histogram"],
+                                                 looks["held_out"]["visible_histogram"]),
+        "histogram_distance_real": histogram_distance(looks["real"]["visible_histogram"],
+                                                      looks["held_out"]["visible_histogram"]),
+        "histogram_distance_nonzero": histogram_distance(looks["samples"]["histogram"],
+                                                         looks["held_out"]["histogram"]),
         "ring_contrast": looks["samples"]["ring_contrast"], "ring_contrast_real": looks["real"]["ring_contrast"],
         "sharpness": looks["samples"]["sharpness"], "sharpness_real": looks["real"]["sharpness"],
     }
     if rng is not None:
         import metrics
 
-        counts = {name: np.array([m["histogram"] for m in measures]) for name, measures in per_image.items()}
+        counts = {name: np.array([m["visible_histogram"] for m in measures]) for name, measures in per_image.items()}
         result["histogram_distance_interval"] = metrics.bootstrap_interval(
             lambda ours, theirs: histogram_distance(counts["samples"][ours.astype(int)].sum(axis=0),
                                                     counts["held_out"][theirs.astype(int)].sum(axis=0)),
