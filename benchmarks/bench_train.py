@@ -60,7 +60,7 @@ import numpy as np
 
 import modelscript
 from oasis_gan import engines, training
-from oasis_gan.architectures import gan
+from oasis_gan.architectures import gan, table
 from oasis_gan.config import ARCHITECTURES, PRECISIONS, TrainConfig
 
 MODES = ("plain", "engine", "engine-xla", "trainer")
@@ -207,12 +207,12 @@ def main() -> None:
             for precision in args.precisions:
                 modes = [mode for mode in args.modes if not (backend != "tensorflow" and mode in TENSORFLOW_ONLY)
                          and not (mode == "plain" and arch == "stylegan")]
-                config = bench_config(arch, size, args.batch_size, precision)
-                dropouts = tuple(args.d_dropouts) if args.d_dropouts and config.d_dropout is not None else (None,)
+                entry = table.get(arch)
+                dropouts = tuple(args.d_dropouts) if args.d_dropouts and entry.has_dropout else (None,)
                 rates, forward, step_flops = time_modes(arch, size, args.batch_size, modes, precision, args.steps,
                                                         args.repeats, args.warmup, dropouts)
                 for (mode, dropout), rate in rates.items():
-                    dropout = config.d_dropout if dropout is None else dropout
+                    dropout = entry.defaults.get("d_dropout") if dropout is None else dropout
                     dropout_text = "-" if dropout is None else f"{dropout:g}"
                     tflops = rate * step_flops / 1e12
                     share = f"{100 * tflops / peak:>6.1f}%" if peak else f"{'n/a':>7}"
