@@ -8,7 +8,8 @@ N random training slices (classifier.two_sample_accuracy, as
 evaluate.two_sample_test calls it): other training slices (what real
 scores), the held-out validate and test splits (real slices of a few
 subjects), exact copies of the compared slices, and other training slices
-with grain or blur.  It shows what the measure can tell and why evaluate.py
+with grain or blur, or mirrored (front and back swapped, or the
+hemispheres).  It shows what the measure can tell and why evaluate.py
 compares with the training set, not the held-out split (docs/evaluation.md).
 """
 
@@ -61,6 +62,8 @@ def main() -> None:
         "grain, 15 grey levels (sigma 0.12)": grain(0.12),
         "blur, half a pixel": blur(0.5),
         "blur, one pixel": blur(1.0),
+        "front and back swapped (columns mirrored)": others[:, :, ::-1],
+        "hemispheres swapped (rows mirrored)": others[:, ::-1],
     }
     updates = args.updates or classifier.UPDATES
     print(f"{args.size}x{args.size}, {args.demo_subjects}-subject demo cohort, against {args.n} random training "

@@ -19,13 +19,20 @@ import numpy as np
 
 from data_utils import to_float_images
 
+# The array axis of a batch ``(B, S, S, 1)`` that each flip axis (config.FLIP_AXES) mirrors.  OASIS's
+# slices (and the demo cohort's) lie with the head's long, front-back axis across the image: mirroring
+# the rows swaps the left and right hemispheres, as seed 002 did ("flipped across the horizontal axes");
+# mirroring the columns puts the frontal lobes at the back, a brain no scanner shows.
+FLIP_AXIS_INDEX = {"rows": 1, "columns": 2}
+
 
 class BatchSampler:
     """Batches as a pure function of (seed, step): shuffled epochs, flips, latents."""
 
     def __init__(self, images: np.ndarray, batch_size: int, latent_dim: int, seed: int, flip: bool,
-                 process: tuple[int, int] = (0, 1)):
-        """``process``: (this process's id, the process count) in a run of several processes.
+                 process: tuple[int, int] = (0, 1), flip_axis: str = "rows"):
+        """``flip_axis``: the image axis a flip mirrors (``FLIP_AXIS_INDEX``); ``process``: (this
+        process's id, the process count) in a run of several processes.
 
         Each process gathers only its consecutive block of every global batch
         (``real_batch`` and ``latent_batch``); ``batch_plan`` is the whole plan.
@@ -38,6 +45,7 @@ class BatchSampler:
         self.latent_dim = latent_dim
         self.seed = seed
         self.flip = flip
+        self.flip_axis = FLIP_AXIS_INDEX[flip_axis]
         self.steps_per_epoch = len(images) // batch_size
         self._epoch_order: tuple[int, np.ndarray] | None = None
 
@@ -48,7 +56,7 @@ class BatchSampler:
         return self._epoch_order[1]
 
     def batch_plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices into the images, which of them to flip left-right) for step ``step``."""
+        """(indices into the images, which of them to flip) for step ``step``."""
         epoch, position = divmod(step, self.steps_per_epoch)
         indices = np.sort(self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size])
         if self.flip:
@@ -61,7 +69,7 @@ class BatchSampler:
         """This process's real images of step ``step``, gathered and flipped on the host."""
         indices, flips = (part[self._block] for part in self.batch_plan(step))
         batch = float_images(self.images[indices])
-        batch[flips] = batch[flips, :, ::-1]
+        batch[flips] = np.flip(batch[flips], axis=self.flip_axis)
         return batch
 
     def latent_batch(self, step: int) -> np.ndarray:
@@ -74,14 +82,14 @@ def float_images(images: np.ndarray) -> np.ndarray:
     return to_float_images(images[..., 0]) if images.dtype == np.uint8 else images
 
 
-def gather_batch(images, indices, flips):
-    """``images[indices]``, flipped left-right where ``flips``: ``real_batch`` on the device (keras.ops)."""
+def gather_batch(images, indices, flips, flip_axis: int = FLIP_AXIS_INDEX["rows"]):
+    """``images[indices]``, mirrored along ``flip_axis`` where ``flips``: ``real_batch`` on the device (keras.ops)."""
     import keras
 
     batch = keras.ops.take(images, indices, axis=0)
     if keras.backend.standardize_dtype(batch.dtype) == "uint8":  # data_utils.to_float_images, on the device
         batch = keras.ops.cast(batch, "float32") / 127.5 - 1.0
-    return keras.ops.where(keras.ops.reshape(flips, (-1, 1, 1, 1)), keras.ops.flip(batch, axis=2), batch)
+    return keras.ops.where(keras.ops.reshape(flips, (-1, 1, 1, 1)), keras.ops.flip(batch, axis=flip_axis), batch)
 
 
 def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
@@ -100,7 +108,7 @@ def real_batches(sampler: BatchSampler, engine, distribution, max_device_bytes: 
     larger than the device's memory, several replicas, the CPU)."""
     images = sampler.images
     if distribution is None and engine.accelerators() and images.nbytes <= max_device_bytes:
-        on_device, gather = engine.to_device(images), engine.compile_gather()
+        on_device, gather = engine.to_device(images), engine.compile_gather(sampler.flip_axis)
 
         def gathered(step: int):
             indices, flips = sampler.batch_plan(step)

@@ -29,6 +29,9 @@ ARCHITECTURES = table.NAMES  # one entry each in architectures/table.py
 IMAGE_SIZES = (32, 64, 128, 256)
 SPLITS = ("train", "validate", "test")
 AUGMENT_MODES = ("ada", "off")
+# The image axis a flip mirrors (batches.FLIP_AXIS_INDEX): OASIS's slices lie with the head's front-back axis
+# across the image, so "rows" (top and bottom swap) swaps the hemispheres; "columns" swaps front and back.
+FLIP_AXES = ("rows", "columns")
 # float32, or Keras mixed precision: float16 compute with loss scaling (GPUs with tensor
 # cores), bfloat16 compute (recent GPUs and TPUs, and CPUs with AVX512-BF16/AMX).  "auto"
 # (the default) is bfloat16 where the training device computes it natively, else float32
@@ -195,6 +198,11 @@ class TrainConfig:
                                "near-symmetric)",
                          flag="--no-flip", type=bool, action="store_false", notebook="FLIP",
                          widget="left-right flips")
+    flip_axis: str = setting(
+        "rows", "the image axis a flip mirrors: rows (top and bottom swap; on OASIS's slices, whose front-back axis "
+                "runs across the image, the left and right hemispheres) or columns (the image's left and right; "
+                "on OASIS, front and back: runs before 2026-12-07 flipped so). Default rows",
+        flag="--flip-axis", type=str, choices=FLIP_AXES)
     # --- regularisers: any architecture (dcgan-ada, dcgan-plus and stylegan have all three unless set to 0 / off)
     r1_gamma: float | None = setting(
         None, "R1 penalty weight, 0: off (default: dcgan-ada, dcgan-plus and stylegan 0.0002 * size^2 / batch, the "
@@ -322,6 +330,8 @@ class TrainConfig:
             _check(self, name, _is_number, "a number in [0, 1]", lambda value: 0.0 <= value <= 1.0)
         if self.precision not in PRECISIONS:
             raise ConfigError("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.flip_axis not in FLIP_AXES:
+            raise ConfigError("flip_axis", f"must be one of {FLIP_AXES}, got {self.flip_axis!r}")
         if self.augment is not None and self.augment not in AUGMENT_MODES:  # None: the architecture's default
             raise ConfigError("augment", f"must be one of {AUGMENT_MODES}, got {self.augment!r}")
         _check(self, "devices", _is_int, "a positive integer or -1 (all)", lambda value: value >= 1 or value == -1)

@@ -165,7 +165,8 @@ class Trainer:
         self.cluster = joined_cluster()  # one process, or this one's place in a run of several
         _check_batch_split(config.batch_size, self.cluster)
         self.sampler = BatchSampler(self.images, config.batch_size, config.latent_dim, config.seed, config.flip,
-                                    process=(self.cluster.process_id, self.cluster.num_processes))
+                                    process=(self.cluster.process_id, self.cluster.num_processes),
+                                    flip_axis=config.flip_axis)
 
         self.distribution = engine.make_distribution(config.devices)
         self.replicas = engine.replica_count(self.distribution)

@@ -68,6 +68,17 @@ def test_a_generator_that_repeats_one_training_slice_is_caught(splits):
     assert "realism" in lines and "slice levels: distance 0.88" in lines and "recall" in lines
 
 
+def test_brains_with_front_and_back_swapped_are_caught_and_swapped_hemispheres_are_not(splits):
+    """A flip of the image's columns puts the frontal lobes at the back (the project's flips did so until
+    2026-12-07, and its generators drew such brains); a flip of the rows swaps the near-symmetric hemispheres."""
+    validate = splits[2]
+    honest, hemispheres, front_back = (measure(images, splits) for images in
+                                       (validate, validate[:, ::-1], validate[:, :, ::-1]))
+    # Measured here: realism 1.05, 1.05 and 0.90; recall 1.02, 0.94 and 0.82
+    assert hemispheres["realism"] > honest["realism"] - 0.05
+    assert front_back["realism"] < honest["realism"] - 0.08 and front_back["recall"] < honest["recall"] - 0.1
+
+
 def test_the_spectrum_shape_sees_softness_and_grain_that_ssim_misses(splits):
     from scipy import ndimage
 

@@ -17,6 +17,7 @@ replica's loss is divided by the number of replicas.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -126,9 +127,9 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
     return tf.function(step, input_signature=signature)
 
 
-def compile_gather():
+def compile_gather(flip_axis: int = batches.FLIP_AXIS_INDEX["rows"]):
     """``batches.gather_batch`` as a tf.function (the training set stays on the GPU)."""
-    return tf.function(batches.gather_batch)
+    return tf.function(functools.partial(batches.gather_batch, flip_axis=flip_axis))
 
 
 # ---------------------------------------------------------------- devices

@@ -143,6 +143,8 @@ def settings_from(values, path: Path) -> TrainConfig:
     values.setdefault("lr_decay_start", 0.0)
     if entry and entry.has_dropout:
         values.setdefault("d_dropout", table.SEED_000_DROPOUT)
+    # Written before flips chose their axis: they mirrored the columns (on OASIS, front and back).
+    values.setdefault("flip_axis", "columns")
     try:
         return TrainConfig.from_dict(values).validate().resolved()
     except ConfigError as exc:
