@@ -10,7 +10,7 @@
 For each architecture and budget it trains ``python train.py`` into
 ``runs/compare/<arch>-<size>px-<budget>[-seed<S>][-cohort<V>[-subjects<N>]][-validate]-<precision>[-parallel<K>]-batch<B>``
 (a finished run there is reused, an unfinished one resumed; one made with
-other architecture defaults than today's is refused, named), with the test
+other architecture defaults or flip axis than today's is refused, named), with the test
 split held out and the same seed: ``--steps`` steps for the equal-images
 budget, and ``--minutes`` of training (train.py --minutes) for the
 equal-minutes one.  Then it runs ``evaluate.py --n N`` on each and copies the
@@ -73,16 +73,20 @@ def finished(run: Path) -> bool:
 
 
 def changed_defaults(run: Path, arch: str, flags: tuple = ()) -> str:
-    """The architecture's table settings (rates, betas, latent size) that the run's config.json holds at other
-    values than today's defaults, as "d_learning_rate 0.0001 (now 0.0004)"; "" when none.  A setting that
+    """The architecture's table settings (rates, betas, latent size), and the flip axis, that the run's
+    config.json holds at other values than today's defaults, as "d_learning_rate 0.0001 (now 0.0004)"; "" when none.  A setting that
     ``flags`` give (an ablation variant's ``--d-lr 1e-4``) is the run's own choice, not a stale default."""
     from oasis_gan.architectures import table
-    from oasis_gan.config import flag_of
+    from oasis_gan.config import TrainConfig, flag_of
 
     config = json.loads((run / "config.json").read_text())
     given = {flag.split("=")[0] for flag in flags}  # "--d-lr 1e-4" and "--d-lr=1e-4"
-    return ", ".join(f"{name} {config[name]:g} (now {value:g})" for name, value in table.BY_NAME[arch].defaults.items()
-                     if name in config and config[name] != value and flag_of(name) not in given)
+    changed = [f"{name} {config[name]:g} (now {value:g})" for name, value in table.BY_NAME[arch].defaults.items()
+               if name in config and config[name] != value and flag_of(name) not in given]
+    flip_axis = config.get("flip_axis", "columns")  # a config.json from before the setting: it flipped columns
+    if config.get("flip", True) and flip_axis != TrainConfig.flip_axis and "--flip-axis" not in given:
+        changed.append(f"flip_axis {flip_axis} (now {TrainConfig.flip_axis})")
+    return ", ".join(changed)
 
 
 def train_command(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> list[str] | None:

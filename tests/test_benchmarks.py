@@ -37,7 +37,7 @@ def test_names_carry_the_cohort_version_and_precision_and_a_lone_budget():
 def test_a_run_made_with_other_architecture_defaults_is_refused_by_name_not_reused(tmp_path):
     run = tmp_path / "dcgan-ada-64px-5min-cohort2-float32-batch16"
     run.mkdir()
-    defaults = table.BY_NAME["dcgan-ada"].defaults
+    defaults = {**table.BY_NAME["dcgan-ada"].defaults, "flip_axis": "rows"}
     (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada", "d_learning_rate": 1e-4}))
     now = f"{defaults['d_learning_rate']:g}"
     with pytest.raises(SystemExit, match=rf"{run.name}: made with d_learning_rate 0.0001 \(now {now}\); move"):
@@ -47,6 +47,11 @@ def test_a_run_made_with_other_architecture_defaults_is_refused_by_name_not_reus
     (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada"}))
     assert compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments()) == \
         ["train.py", "--out", str(run), "--resume", "--quiet"]
+    # a run from before flips mirrored the rows (its config.json has no flip_axis) flipped front and back
+    before = {name: value for name, value in defaults.items() if name != "flip_axis"}
+    (run / "config.json").write_text(json.dumps({**before, "arch": "dcgan-ada"}))
+    with pytest.raises(SystemExit, match=r"made with flip_axis columns \(now rows\); move"):
+        compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments())
     # an ablation variant that sets the rate itself is its own choice: resumed, not refused
     (run / "config.json").write_text(json.dumps({**defaults, "arch": "dcgan-ada", "d_learning_rate": 1e-4}))
     assert compare_archs.train_command("dcgan-ada", run, ["--steps", "10"], arguments(), ("--d-lr", "1e-4")) == \
