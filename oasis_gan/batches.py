@@ -45,7 +45,7 @@ class BatchSampler:
         self.latent_dim = latent_dim
         self.seed = seed
         self.flip = flip
-        self.flip_axis = FLIP_AXIS_INDEX[flip_axis]
+        self.mirror_axis = FLIP_AXIS_INDEX[flip_axis]  # the array axis a flip reverses
         self.steps_per_epoch = len(images) // batch_size
         self._epoch_order: tuple[int, np.ndarray] | None = None
 
@@ -69,7 +69,7 @@ class BatchSampler:
         """This process's real images of step ``step``, gathered and flipped on the host."""
         indices, flips = (part[self._block] for part in self.batch_plan(step))
         batch = float_images(self.images[indices])
-        batch[flips] = np.flip(batch[flips], axis=self.flip_axis)
+        batch[flips] = np.flip(batch[flips], axis=self.mirror_axis)
         return batch
 
     def latent_batch(self, step: int) -> np.ndarray:
@@ -82,14 +82,14 @@ def float_images(images: np.ndarray) -> np.ndarray:
     return to_float_images(images[..., 0]) if images.dtype == np.uint8 else images
 
 
-def gather_batch(images, indices, flips, flip_axis: int = FLIP_AXIS_INDEX["rows"]):
-    """``images[indices]``, mirrored along ``flip_axis`` where ``flips``: ``real_batch`` on the device (keras.ops)."""
+def gather_batch(images, indices, flips, mirror_axis: int = FLIP_AXIS_INDEX["rows"]):
+    """``images[indices]``, mirrored along the array axis ``mirror_axis`` where ``flips``: ``real_batch`` on the device (keras.ops)."""
     import keras
 
     batch = keras.ops.take(images, indices, axis=0)
     if keras.backend.standardize_dtype(batch.dtype) == "uint8":  # data_utils.to_float_images, on the device
         batch = keras.ops.cast(batch, "float32") / 127.5 - 1.0
-    return keras.ops.where(keras.ops.reshape(flips, (-1, 1, 1, 1)), keras.ops.flip(batch, axis=flip_axis), batch)
+    return keras.ops.where(keras.ops.reshape(flips, (-1, 1, 1, 1)), keras.ops.flip(batch, axis=mirror_axis), batch)
 
 
 def latent_grid(seed: int, count: int, latent_dim: int) -> np.ndarray:
@@ -108,7 +108,7 @@ def real_batches(sampler: BatchSampler, engine, distribution, max_device_bytes: 
     larger than the device's memory, several replicas, the CPU)."""
     images = sampler.images
     if distribution is None and engine.accelerators() and images.nbytes <= max_device_bytes:
-        on_device, gather = engine.to_device(images), engine.compile_gather(sampler.flip_axis)
+        on_device, gather = engine.to_device(images), engine.compile_gather(sampler.mirror_axis)
 
         def gathered(step: int):
             indices, flips = sampler.batch_plan(step)

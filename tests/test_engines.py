@@ -227,7 +227,7 @@ def test_mixed_float16_scales_the_loss():
 def test_gather_on_the_device_matches_the_host_batch(tiny_images, flip_axis):
     sampler = batches.BatchSampler(tiny_images.copy(), batch_size=8, latent_dim=4, seed=3, flip=True,
                                    flip_axis=flip_axis)
-    gather = engines.current().compile_gather(sampler.flip_axis)
+    gather = engines.current().compile_gather(sampler.mirror_axis)
     device_images = engines.current().to_device(tiny_images)
     for step in (0, 1, 9):
         indices, flips = sampler.batch_plan(step)

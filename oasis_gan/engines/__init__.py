@@ -33,9 +33,9 @@ class Engine(Protocol):
     def input_gradient(self, function, inputs):
         """``(function(inputs), d sum(function(inputs)) / d inputs)``, differentiable again (R1, path length)."""
 
-    def compile_gather(self, flip_axis: int = 1):
+    def compile_gather(self, mirror_axis: int = 1):
         """``gather(images_on_device, indices, flips)``: a batch taken from a training set held on the
-        accelerator, mirrored along the array axis ``flip_axis`` where ``flips`` (``batches.gather_batch``)."""
+        accelerator, mirrored along the array axis ``mirror_axis`` where ``flips`` (``batches.gather_batch``)."""
 
     def to_device(self, array):
         """``array`` copied to the accelerator, for ``compile_gather``."""

@@ -182,9 +182,9 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
     return _JittedStep(groups, step, spec.batch_size, distribution)
 
 
-def compile_gather(flip_axis: int = batches.FLIP_AXIS_INDEX["rows"]):
+def compile_gather(mirror_axis: int = batches.FLIP_AXIS_INDEX["rows"]):
     """``batches.gather_batch`` under jax.jit (the training set stays on the accelerator)."""
-    return jax.jit(functools.partial(batches.gather_batch, flip_axis=flip_axis))
+    return jax.jit(functools.partial(batches.gather_batch, mirror_axis=mirror_axis))
 
 
 # ---------------------------------------------------------------- devices

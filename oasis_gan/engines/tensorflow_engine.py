@@ -127,9 +127,9 @@ def compile_step(spec: objectives.StepSpec, distribution=None):
     return tf.function(step, input_signature=signature)
 
 
-def compile_gather(flip_axis: int = batches.FLIP_AXIS_INDEX["rows"]):
+def compile_gather(mirror_axis: int = batches.FLIP_AXIS_INDEX["rows"]):
     """``batches.gather_batch`` as a tf.function (the training set stays on the GPU)."""
-    return tf.function(functools.partial(batches.gather_batch, flip_axis=flip_axis))
+    return tf.function(functools.partial(batches.gather_batch, mirror_axis=mirror_axis))
 
 
 # ---------------------------------------------------------------- devices
