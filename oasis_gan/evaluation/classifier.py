@@ -19,14 +19,14 @@ slices: about 14 s at 64x64 on 2 CPU cores.
 
 What it sees (``python benchmarks/classifier_check.py``: the 48-subject demo
 cohort at 64x64, against 160 random training slices): 160 other training
-slices 0.48, the same with grain of 6 grey levels 0.57 and of 15 grey
-levels 0.82, blurred by half a pixel 0.86 and by one pixel 1.00.  Two
-things to keep in mind: the real side should hold many subjects
-(evaluate.py uses the training set: the slices of a few subjects give
-themselves away, 0.86 for the 2 test subjects' slices), and exact copies of
-the real side's slices score under 0.5 (0.29: a copy the network learned
-as real, labelled generated, is called real), so read it with the
-near-copy share.
+slices 0.49, the same with grain of 6 grey levels 0.55 and of 15 grey
+levels 0.89, blurred by half a pixel 0.79 and by one pixel 1.00, with front
+and back swapped 0.76, with the hemispheres swapped 0.48.  Two things to
+keep in mind: the real side should hold many subjects (evaluate.py uses the
+training set: the slices of a few subjects give themselves away, 0.90 for
+the 2 test subjects' slices), and exact copies of the real side's slices
+score under 0.5 (0.36: a copy the network learned as real, labelled
+generated, is called real), so read it with the near-copy share.
 """
 
 from __future__ import annotations
