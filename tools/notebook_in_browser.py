@@ -52,7 +52,8 @@ def jupyter_lab(root: Path):
     """A private JupyterLab server on 127.0.0.1 -> its base URL with the token.
 
     Its own settings folder turns off JupyterLab's windowing (cells far below the view are otherwise
-    rendered only when scrolled to), so the page holds every cell, as a reader who scrolls sees them.
+    rendered only when scrolled to), so the page holds every cell, as a reader who scrolls sees them,
+    and its news prompt.
     """
     import tempfile
 
@@ -61,6 +62,11 @@ def jupyter_lab(root: Path):
     tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
     tracker.parent.mkdir(parents=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}))
+    # and JupyterLab's "Would you like to get notified about official Jupyter news?" toast, which covers a
+    # corner of the last cells on a fresh settings folder
+    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True)
+    notification.write_text(json.dumps({"fetchNews": "false"}))
     server = subprocess.Popen(
         ["jupyter-lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--ServerApp.open_browser=False",
@@ -148,8 +154,18 @@ def cell_screenshots(driver, out: Path) -> list[Path]:
     return written
 
 
-# The cells docs/notebook.md shows: (code cell index, what it shows).
-RESOURCE_CELLS = ((0, "setup"), (2, "settings"), (7, "training"), (11, "ssim"))
+# The cells docs/notebook.md shows: (what it shows, text of the first code cell that shows it; "" the first).
+RESOURCE_CELLS = (("setup", ""), ("settings", "SettingsForm("), ("training", "LiveView("), ("ssim", "matches_figure("))
+
+
+def code_cell_index(notebook: Path, text: str) -> int:
+    """The position among the notebook's code cells (as the screenshots count them) of the first holding ``text``."""
+    sources = ["".join(cell["source"]) for cell in json.loads(notebook.read_text())["cells"]
+               if cell["cell_type"] == "code"]
+    for index, source in enumerate(sources):
+        if text in source:
+            return index
+    raise SystemExit(f"--resources: no code cell of {notebook} holds {text!r}")
 
 
 def copy_to_resources(root: Path, written: list[Path]) -> list[Path]:
@@ -163,9 +179,9 @@ def copy_to_resources(root: Path, written: list[Path]) -> list[Path]:
     device = json.loads((runs[-1].parent / "environment.json").read_text()).get("device_tag", "unknown")
     tag = f"{config['arch']}-{config['image_size']}px-{steps}steps-{device}"
     copied = []
-    for index, what in RESOURCE_CELLS:
+    for what, text in RESOURCE_CELLS:
         target = ROOT / "Resources" / f"browser-{what}_{tag}.png"
-        shutil.copyfile(written[index], target)
+        shutil.copyfile(written[code_cell_index(root / "driver.ipynb", text)], target)
         copied.append(target)
     return copied
 
