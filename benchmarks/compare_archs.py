@@ -10,10 +10,10 @@
 For each architecture and budget it trains ``python train.py`` into
 ``runs/compare/<arch>-<size>px-<budget>[-seed<S>][-cohort<V>[-subjects<N>]][-validate]-<precision>[-parallel<K>]-batch<B>``
 (a finished run there is reused, an unfinished one resumed; one made with
-other architecture defaults or flip axis than today's is refused, named), with the test
-split held out and the same seed: ``--steps`` steps for the equal-images
-budget, and ``--minutes`` of training (train.py --minutes) for the
-equal-minutes one.  Then it runs ``evaluate.py --n N`` on each and copies the
+other architecture defaults or flip axis than today's is refused, named),
+with the test split held out and the same seed: ``--steps`` steps for the
+equal-images budget, and ``--minutes`` of training (train.py --minutes) for
+the equal-minutes one.  Then it runs ``evaluate.py --n N`` on each and copies the
 final sample grid and match figure into Resources/
 (``compare-samples_<tag>.png``, ``compare-matches_<tag>.png``).  It prints
 one Markdown table per budget, also written to
@@ -74,8 +74,9 @@ def finished(run: Path) -> bool:
 
 def changed_defaults(run: Path, arch: str, flags: tuple = ()) -> str:
     """The architecture's table settings (rates, betas, latent size), and the flip axis, that the run's
-    config.json holds at other values than today's defaults, as "d_learning_rate 0.0001 (now 0.0004)"; "" when none.  A setting that
-    ``flags`` give (an ablation variant's ``--d-lr 1e-4``) is the run's own choice, not a stale default."""
+    config.json holds at other values than today's defaults, as "d_learning_rate 0.0001 (now 0.0004)"; "" when
+    none.  A setting that ``flags`` give (an ablation variant's ``--d-lr 1e-4``) is the run's own choice, not a
+    stale default."""
     from oasis_gan.architectures import table
     from oasis_gan.config import TrainConfig, flag_of
 

@@ -83,7 +83,8 @@ def float_images(images: np.ndarray) -> np.ndarray:
 
 
 def gather_batch(images, indices, flips, mirror_axis: int = FLIP_AXIS_INDEX["rows"]):
-    """``images[indices]``, mirrored along the array axis ``mirror_axis`` where ``flips``: ``real_batch`` on the device (keras.ops)."""
+    """``images[indices]``, mirrored along the array axis ``mirror_axis`` where ``flips``: ``real_batch`` on the
+    device (keras.ops)."""
     import keras
 
     batch = keras.ops.take(images, indices, axis=0)

@@ -116,7 +116,8 @@ def test_flips_mirror_the_rows_and_optionally_the_columns():
     images[:, 0] = 1.0  # a bright top row
     images[:, :, 0] += 2.0  # and a brighter left column
     for axis, moved in (("rows", lambda batch: batch[:, -1, 1:, 0]), ("columns", lambda batch: batch[:, 1:, -1, 0])):
-        batch = batches.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=True, flip_axis=axis).real_batch(0)
+        sampler = batches.BatchSampler(images, batch_size=8, latent_dim=2, seed=0, flip=True, flip_axis=axis)
+        batch = sampler.real_batch(0)
         flipped = (moved(batch) != 0).all(axis=1)
         assert 0 < flipped.sum() < 8  # some mirrored, some not
         np.testing.assert_array_equal(batch[flipped], np.flip(images[flipped], 1 if axis == "rows" else 2))

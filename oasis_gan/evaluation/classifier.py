@@ -14,8 +14,8 @@ of each kind) and predicts this one, so every slice is predicted once by a
 network that never saw it.  Each network sees ``updates`` batches of 32
 (flips of the rows double the data: on OASIS's slices they swap the
 near-symmetric hemispheres, so a flip is no clue to either side, while a
-brain whose front and back are swapped stays one), so the time does not grow with the number of
-slices: about 14 s at 64x64 on 2 CPU cores.
+brain whose front and back are swapped stays one), so the time does not
+grow with the number of slices: about 14 s at 64x64 on 2 CPU cores.
 
 What it sees (``python benchmarks/classifier_check.py``: the 48-subject demo
 cohort at 64x64, against 160 random training slices): 160 other training
