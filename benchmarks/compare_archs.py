@@ -78,13 +78,13 @@ def changed_defaults(run: Path, arch: str, flags: tuple = ()) -> str:
     none.  A setting that ``flags`` give (an ablation variant's ``--d-lr 1e-4``) is the run's own choice, not a
     stale default."""
     from oasis_gan.architectures import table
-    from oasis_gan.config import TrainConfig, flag_of
+    from oasis_gan.config import OLD_RUNS_FLIP_AXIS, TrainConfig, flag_of
 
     config = json.loads((run / "config.json").read_text())
     given = {flag.split("=")[0] for flag in flags}  # "--d-lr 1e-4" and "--d-lr=1e-4"
     changed = [f"{name} {config[name]:g} (now {value:g})" for name, value in table.BY_NAME[arch].defaults.items()
                if name in config and config[name] != value and flag_of(name) not in given]
-    flip_axis = config.get("flip_axis", "columns")  # a config.json from before the setting: it flipped columns
+    flip_axis = config.get("flip_axis", OLD_RUNS_FLIP_AXIS)
     if config.get("flip", True) and flip_axis != TrainConfig.flip_axis and "--flip-axis" not in given:
         changed.append(f"flip_axis {flip_axis} (now {TrainConfig.flip_axis})")
     return ", ".join(changed)

@@ -32,6 +32,7 @@ AUGMENT_MODES = ("ada", "off")
 # The image axis a flip mirrors (batches.FLIP_AXIS_INDEX): OASIS's slices lie with the head's front-back axis
 # across the image, so "rows" (top and bottom swap) swaps the hemispheres; "columns" swaps front and back.
 FLIP_AXES = ("rows", "columns")
+OLD_RUNS_FLIP_AXIS = "columns"  # what a config.json written before flip_axis existed flipped (front and back)
 # float32, or Keras mixed precision: float16 compute with loss scaling (GPUs with tensor
 # cores), bfloat16 compute (recent GPUs and TPUs, and CPUs with AVX512-BF16/AMX).  "auto"
 # (the default) is bfloat16 where the training device computes it natively, else float32

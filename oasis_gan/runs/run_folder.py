@@ -36,7 +36,7 @@ import numpy as np
 import data_utils
 from oasis_gan import plots
 from oasis_gan.architectures import table
-from oasis_gan.config import ConfigError, TrainConfig
+from oasis_gan.config import OLD_RUNS_FLIP_AXIS, ConfigError, TrainConfig
 from oasis_gan.runs import checkpoints
 
 CONFIG_FILE = "config.json"
@@ -143,8 +143,7 @@ def settings_from(values, path: Path) -> TrainConfig:
     values.setdefault("lr_decay_start", 0.0)
     if entry and entry.has_dropout:
         values.setdefault("d_dropout", table.SEED_000_DROPOUT)
-    # Written before flips chose their axis: they mirrored the columns (on OASIS, front and back).
-    values.setdefault("flip_axis", "columns")
+    values.setdefault("flip_axis", OLD_RUNS_FLIP_AXIS)  # written before flips chose their axis
     try:
         return TrainConfig.from_dict(values).validate().resolved()
     except ConfigError as exc:
