@@ -32,6 +32,7 @@ AUGMENT_MODES = ("ada", "off")
 # The image axis a flip mirrors (batches.FLIP_AXIS_INDEX): OASIS's slices lie with the head's front-back axis
 # across the image, so "rows" (top and bottom swap) swaps the hemispheres; "columns" swaps front and back.
 FLIP_AXES = ("rows", "columns")
+EMA_RAMPUP = 0.05  # StyleGAN2-ADA's ramp of the EMA's half-life: every architecture's but those setting their own
 OLD_RUNS_FLIP_AXIS = "columns"  # what a config.json written before flip_axis existed flipped (front and back)
 # float32, or Keras mixed precision: float16 compute with loss scaling (GPUs with tensor
 # cores), bfloat16 compute (recent GPUs and TPUs, and CPUs with AVX512-BF16/AMX).  "auto"
@@ -214,10 +215,10 @@ class TrainConfig:
         None, "half-life of the generator's moving average (EMA), which then draws the samples, in thousands "
               "of images, 0: off (default: dcgan-ada, dcgan-plus and stylegan batch*10/32, the seeds' dcgans 0)",
         flag="--ema-kimg", type=float, group="regularisers")
-    ema_rampup: float = setting(
-        0.05, "the EMA's half-life is at most this share of the images seen so far, 0: no ramp (StyleGAN2-ADA's "
-              "0.05; in a short run it, not --ema-kimg, sets the half-life)", flag="--ema-rampup", type=float,
-        group="regularisers")
+    ema_rampup: float | None = setting(
+        None, "the EMA's half-life is at most this share of the images seen so far, 0: no ramp (in a short run "
+              f"it, not --ema-kimg, sets the half-life; default {_arch_default_help('ema_rampup')}, the others "
+              f"{EMA_RAMPUP:g}, StyleGAN2-ADA's)", flag="--ema-rampup", type=float, group="regularisers")
     augment: str | None = setting(
         None, "adaptive discriminator augmentation (default: dcgan-ada, dcgan-plus and stylegan ada, the seeds' "
               "dcgans off)",
@@ -281,6 +282,8 @@ class TrainConfig:
             filled["r1_gamma"] = r1_gamma_rule(self.image_size, self.batch_size) if regularised else 0.0
         if self.ema_kimg is None:
             filled["ema_kimg"] = ema_kimg_rule(self.batch_size) if regularised else 0.0
+        if self.ema_rampup is None and "ema_rampup" not in filled:
+            filled["ema_rampup"] = EMA_RAMPUP
         if self.augment is None:
             filled["augment"] = "ada" if regularised else "off"
         return dataclasses.replace(self, **filled)
@@ -326,7 +329,8 @@ class TrainConfig:
                optional=True)
         _check(self, "ada_kimg", _is_number, "a positive number", lambda value: value > 0)
         _check(self, "pl_weight", _is_number, "a non-negative number (0: off)", lambda value: value >= 0)
-        _check(self, "ema_rampup", _is_number, "a number in [0, 1] (0: no ramp)", lambda value: 0 <= value <= 1)
+        _check(self, "ema_rampup", _is_number, "a number in [0, 1] (0: no ramp)", lambda value: 0 <= value <= 1,
+               optional=True)
         for name in ("style_mixing", "ada_target"):
             _check(self, name, _is_number, "a number in [0, 1]", lambda value: 0.0 <= value <= 1.0)
         if self.precision not in PRECISIONS:

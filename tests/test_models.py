@@ -84,6 +84,9 @@ def test_the_default_dcgan_ada_is_seed_000s_networks_with_the_regularisers():
     # twice seed 000's G rate and 8x its D rate for half the run, then falling to half of that; no dropout in D
     assert (default.g_learning_rate, default.d_learning_rate, default.beta_1) == (4e-4, 8e-4, 0.5)
     assert (default.lr_end, default.lr_decay_start, default.d_dropout) == (0.5, 0.5, 0.0)
+    assert default.ema_rampup == 0.1  # the EMA's half-life ramps to a tenth of the images seen (StyleGAN2-ADA: 0.05)
+    asked = TrainConfig(data_dir="x", steps=1, ema_rampup=0.05).validate().resolved()
+    assert asked.ema_rampup == 0.05
     seed_000 = TrainConfig(data_dir="x", steps=1, arch="dcgan").validate().resolved()
     assert (seed_000.g_learning_rate, seed_000.d_learning_rate, seed_000.lr_end, seed_000.d_dropout) == (
         2e-4, 1e-4, 1.0, 0.4)

@@ -115,17 +115,18 @@ def test_a_dcgan_folder_from_before_the_regularisers_reads_back_without_them(tmp
 
 
 @pytest.mark.parametrize("arch", ["dcgan-ada", "dcgan", "stylegan"])
-def test_a_folder_from_before_the_schedule_dropout_and_flip_settings_reads_back_as_it_trained(tmp_path, arch):
-    """config.json files from before --lr-end, --lr-decay-start, --d-dropout and --flip-axis: constant rates,
-    seed 000's discriminator with its dropout of 0.4 in dcgan-ada too (whose default is now none), and flips
-    of the columns (the default is now the rows), so a resume goes on as the run began."""
+def test_a_folder_from_before_the_schedule_dropout_flip_and_ramp_settings_reads_back_as_it_trained(tmp_path, arch):
+    """config.json files from before --lr-end, --lr-decay-start, --d-dropout, --flip-axis and --ema-rampup:
+    constant rates, seed 000's discriminator with its dropout of 0.4 in dcgan-ada too (whose default is now
+    none), flips of the columns (the default is now the rows) and the EMA's ramp of 0.05 (dcgan-ada's is now
+    0.1), so a resume goes on as the run began."""
     run = RunFolder(tmp_path / "old")
     run.path.mkdir()
     values = small_config(arch=arch).validate().resolved().to_dict()
     assert values["flip_axis"] == "rows"
-    for name in ("lr_end", "lr_decay_start", "d_dropout", "flip_axis"):
+    for name in ("lr_end", "lr_decay_start", "d_dropout", "flip_axis", "ema_rampup"):
         del values[name]
     (run.path / "config.json").write_text(json.dumps(values))
     config = run.read_config()
-    assert (config.lr_end, config.lr_decay_start, config.flip_axis) == (1.0, 0.0, "columns")
+    assert (config.lr_end, config.lr_decay_start, config.flip_axis, config.ema_rampup) == (1.0, 0.0, "columns", 0.05)
     assert config.d_dropout == (None if arch == "stylegan" else 0.4)

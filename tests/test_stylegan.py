@@ -255,6 +255,7 @@ def test_stylegan_settings_are_checked_and_defaulted():
     assert (config.g_learning_rate, config.d_learning_rate, config.beta_1, config.beta_2) == (2e-3, 2e-3, 0.0, 0.99)
     assert config.r1_gamma == pytest.approx(0.0002 * 32**2 / 8) and config.ema_kimg == pytest.approx(8 * 10 / 32)
     assert config.pl_weight == 2.0  # StyleGAN2's
+    assert config.ema_rampup == 0.05  # StyleGAN2-ADA's ramp of the EMA's half-life
     dcgan = TrainConfig(data_dir="x", steps=1, arch="dcgan").validate().resolved()
     assert (dcgan.g_learning_rate, dcgan.d_learning_rate, dcgan.beta_1) == (2e-4, 1e-4, 0.5)
     # The seeds' DCGANs train as they did: no R1, no EMA, no augmentation, unless asked.

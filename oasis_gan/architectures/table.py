@@ -29,8 +29,10 @@ SEED_000_DROPOUT = 0.4
 # dcgan-ada's D needs no dropout: R1 and adaptive augmentation hold it back.  Without it, both rates can double
 # (G 4e-4, D 8e-4) for the first half of the run and fall to half of that by its end: chosen on the validate
 # split at the demo's 2000 steps, two seeds (docs/results.md).
+# Its EMA's half-life ramps to a tenth of the images seen (StyleGAN2-ADA's ramp is 0.05): in the demo's 2000 steps
+# its half-life at the end is then ~200 steps, not ~100; chosen on validate, two seeds (docs/results.md).
 ADA_TRAINING = {**DCGAN_ADAM, "g_learning_rate": 4e-4, "d_learning_rate": 8e-4, "lr_end": 0.5, "lr_decay_start": 0.5,
-                "d_dropout": 0.0}
+                "d_dropout": 0.0, "ema_rampup": 0.1}
 
 
 @dataclass(frozen=True)

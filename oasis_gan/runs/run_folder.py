@@ -36,7 +36,7 @@ import numpy as np
 import data_utils
 from oasis_gan import plots
 from oasis_gan.architectures import table
-from oasis_gan.config import OLD_RUNS_FLIP_AXIS, ConfigError, TrainConfig
+from oasis_gan.config import EMA_RAMPUP, OLD_RUNS_FLIP_AXIS, ConfigError, TrainConfig
 from oasis_gan.runs import checkpoints
 
 CONFIG_FILE = "config.json"
@@ -144,6 +144,7 @@ def settings_from(values, path: Path) -> TrainConfig:
     if entry and entry.has_dropout:
         values.setdefault("d_dropout", table.SEED_000_DROPOUT)
     values.setdefault("flip_axis", OLD_RUNS_FLIP_AXIS)  # written before flips chose their axis
+    values.setdefault("ema_rampup", EMA_RAMPUP)  # written before the ramp was a setting: every run ramped so
     try:
         return TrainConfig.from_dict(values).validate().resolved()
     except ConfigError as exc:
