@@ -127,7 +127,8 @@ def test_path_length_penalty_measures_against_the_running_mean_and_trains_mappin
     assert penalty.shape == () and float(mean_length) > 0
     assert float(penalty) >= float(mean_length) ** 2 * (1 - 1e-5)  # against 0: the mean square length
     named = {variable.path.split("/", 1)[1]: variable for variable in generator.trainable_variables}
-    reached = tape.gradient(penalty, [named["mapping0/kernel"], named["conv32_1/kernel"], named["conv8_0/affine/kernel"]])
+    reached = tape.gradient(penalty, [named["mapping0/kernel"], named["conv32_1/kernel"],
+                                      named["conv8_0/affine/kernel"]])
     assert all(gradient is not None and float(tf.reduce_max(tf.abs(gradient))) > 0 for gradient in reached)
     lengths = np.array(generator.path_lengths(z[:3], tensorflow_engine.input_gradient))
     assert lengths.shape == (3,) and (lengths > 0).all() and np.isfinite(lengths).all()
@@ -210,7 +211,8 @@ def test_resume_restores_augmentation_strength_ema_and_step(trained_run, tiny_im
     assert resumed.architecture.pl_mean == trainer.architecture.pl_mean > 0
     for restored, saved in zip(weights_of(resumed.sampling_generator), weights_of(trainer.sampling_generator)):
         np.testing.assert_array_equal(restored, saved)
-    np.testing.assert_array_equal(np.array(resumed.architecture.augment_seed.state), np.array(trainer.architecture.augment_seed.state))
+    np.testing.assert_array_equal(np.array(resumed.architecture.augment_seed.state),
+                                  np.array(trainer.architecture.augment_seed.state))
     resumed.train_one_step()
     assert resumed.step == 9
 

@@ -478,7 +478,8 @@ class RunFolder:
         return checkpoints.latest_checkpoint(self.path)
 
     def checkpoint_candidates(self, name=None) -> list[Path]:
-        """[the checkpoint ``name``] (a folder, or its name under checkpoints/), else every complete one, newest first."""
+        """[the checkpoint ``name``] (a folder, or its name under checkpoints/), else every complete one,
+        newest first."""
         if not name:
             return [path for _, path in reversed(self.checkpoints())]
         folder = Path(name)
