@@ -29,10 +29,10 @@ ARCHITECTURES = table.NAMES  # one entry each in architectures/table.py
 IMAGE_SIZES = (32, 64, 128, 256)
 SPLITS = ("train", "validate", "test")
 AUGMENT_MODES = ("ada", "off")
+EMA_RAMPUP = 0.05  # StyleGAN2-ADA's ramp of the EMA's half-life: every architecture's but those setting their own
 # The image axis a flip mirrors (batches.FLIP_AXIS_INDEX): OASIS's slices lie with the head's front-back axis
 # across the image, so "rows" (top and bottom swap) swaps the hemispheres; "columns" swaps front and back.
 FLIP_AXES = ("rows", "columns")
-EMA_RAMPUP = 0.05  # StyleGAN2-ADA's ramp of the EMA's half-life: every architecture's but those setting their own
 OLD_RUNS_FLIP_AXIS = "columns"  # what a config.json written before flip_axis existed flipped (front and back)
 # float32, or Keras mixed precision: float16 compute with loss scaling (GPUs with tensor
 # cores), bfloat16 compute (recent GPUs and TPUs, and CPUs with AVX512-BF16/AMX).  "auto"
