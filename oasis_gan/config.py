@@ -282,8 +282,8 @@ class TrainConfig:
             filled["r1_gamma"] = r1_gamma_rule(self.image_size, self.batch_size) if regularised else 0.0
         if self.ema_kimg is None:
             filled["ema_kimg"] = ema_kimg_rule(self.batch_size) if regularised else 0.0
-        if self.ema_rampup is None and "ema_rampup" not in filled:
-            filled["ema_rampup"] = EMA_RAMPUP
+        if self.ema_rampup is None:
+            filled.setdefault("ema_rampup", EMA_RAMPUP)  # the architecture's own, if it has one
         if self.augment is None:
             filled["augment"] = "ada" if regularised else "off"
         return dataclasses.replace(self, **filled)
