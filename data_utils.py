@@ -443,8 +443,15 @@ def save_image_grid(path, images: np.ndarray, columns: int | None = None) -> Non
 def training_folder(config, progress: bool = False) -> Path:
     """The folder a run config (config.TrainConfig) trains on: its data_dir, or its demo cohort (built on first use)."""
     if config.demo:
-        return make_demo_dataset(config.demo_root, n_subjects=config.demo_subjects, progress=progress)
+        return make_demo_dataset(config.demo_root, n_subjects=config.demo_subjects, seed=config.demo_seed,
+                                 progress=progress)
     return resolve_data_dir(config.data_dir)
+
+
+def demo_cohort_name(config) -> str:
+    """How a run config's demo cohort is named in printed lines: "demo cohort (48 subjects) in data/demo"."""
+    seed = f", cohort seed {config.demo_seed}" if config.demo_seed else ""
+    return f"demo cohort ({config.demo_subjects} subjects{seed}) in {config.demo_root}"
 
 
 def make_demo_dataset(root, n_subjects: int = 48, seed: int = 0, workers: int | None = None, progress: bool = False) -> Path:

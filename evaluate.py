@@ -118,7 +118,7 @@ def data_source(config, data_dir=None, demo: bool = False, progress: bool = True
     if demo and not config.demo:  # a run on real data compared with the default demo cohort
         config = TrainConfig(demo=True, steps=1)
     if config.demo:
-        return data_utils.training_folder(config, progress), f"demo cohort ({config.demo_subjects} subjects) in {config.demo_root}"
+        return data_utils.training_folder(config, progress), data_utils.demo_cohort_name(config)
     return data_utils.resolve_data_dir(config.data_dir), f"data folder {config.data_dir} (the run's own)"
 
 

@@ -156,7 +156,9 @@ def main(argv=None) -> int:
         print("note: KERAS_BACKEND=jax on a CPU: XLA's CPU convolutions are far slower than TensorFlow's "
               "(about 20x slower for dcgan at 64x64, see docs/speed.md); unset KERAS_BACKEND on CPU-only machines",
               file=sys.stderr)
-    data = f"demo cohort in {trainer.config.demo_root}" if trainer.config.demo else trainer.config.data_dir
+    import data_utils
+
+    data = data_utils.demo_cohort_name(trainer.config) if trainer.config.demo else trainer.config.data_dir
     print(f"run folder: {trainer.run_dir}  ({trainer.total_steps} steps, {trainer.steps_per_epoch} per epoch, "
           f"{len(trainer.images)} images from {data}, starting at step {trainer.step})")
     from oasis_gan.runs.run_folder import FINAL_SAMPLES, LOSS_PLOT

@@ -93,7 +93,8 @@ def changed_defaults(run: Path, arch: str, flags: tuple = ()) -> str:
 def train_command(arch: str, run: Path, length: list[str], args, flags: tuple = ()) -> list[str] | None:
     """train.py's arguments for the run (a resume when it was started before); None when it is finished."""
     data = ["--data", args.data] if args.data else ["--demo", "--demo-root", args.demo_root,
-                                                    "--demo-subjects", str(args.demo_subjects)]
+                                                    "--demo-subjects", str(args.demo_subjects),
+                                                    "--demo-seed", str(args.demo_seed)]
     if (run / "config.json").is_file():
         changed = changed_defaults(run, arch, flags)
         if changed:
@@ -273,6 +274,8 @@ def add_shared_flags(parser: argparse.ArgumentParser, held_out: str = "test") ->
     parser.add_argument("--demo-root", default="data/demo", help="where the demo cohort is (built if missing)")
     parser.add_argument("--demo-subjects", type=int, default=DEMO_SUBJECTS,
                         help=f"demo cohort size (default {DEMO_SUBJECTS}); another size rebuilds --demo-root")
+    parser.add_argument("--demo-seed", type=int, default=0,
+                        help="which demo cohort (train.py --demo-seed; default 0); another rebuilds --demo-root")
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                         help="train.py --precision for every run (default float32)")
     parser.add_argument("--held-out", default=held_out, choices=("test", "validate"),
@@ -290,7 +293,8 @@ def cohort_tag(args) -> str:
         return ""
     from oasis_gan.demo_cohort import COHORT_VERSION
 
-    return f"-cohort{COHORT_VERSION}" + (f"-subjects{args.demo_subjects}" if args.demo_subjects != DEMO_SUBJECTS else "")
+    return (f"-cohort{COHORT_VERSION}" + (f"-subjects{args.demo_subjects}" if args.demo_subjects != DEMO_SUBJECTS else "")
+            + (f"-cohortseed{args.demo_seed}" if args.demo_seed else ""))
 
 
 def setting_tag(args) -> str:
@@ -312,7 +316,7 @@ def prepare_data(args) -> None:
     if not args.data:
         import data_utils
 
-        data_utils.make_demo_dataset(ROOT / args.demo_root, n_subjects=args.demo_subjects)
+        data_utils.make_demo_dataset(ROOT / args.demo_root, n_subjects=args.demo_subjects, seed=args.demo_seed)
 
 
 def main() -> None:

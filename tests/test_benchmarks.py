@@ -19,7 +19,7 @@ from oasis_gan.demo_cohort import COHORT_VERSION  # noqa: E402
 
 
 def arguments(**changes) -> argparse.Namespace:
-    values = dict(data=None, demo_root="data/demo", demo_subjects=compare_archs.DEMO_SUBJECTS, seed=0,
+    values = dict(data=None, demo_root="data/demo", demo_subjects=compare_archs.DEMO_SUBJECTS, demo_seed=0, seed=0,
                   held_out="test", precision="float32", parallel=False, budgets=["images", "minutes"], steps=700,
                   minutes=5.0, size=64, batch_size=16)
     return argparse.Namespace(**{**values, **changes})
@@ -29,6 +29,7 @@ def test_names_carry_the_cohort_version_and_precision_and_a_lone_budget():
     assert compare_archs.table_tag(arguments()) == f"-cohort{COHORT_VERSION}-float32"
     assert compare_archs.table_tag(arguments(budgets=["minutes"], seed=1, demo_subjects=64)) == \
         f"-seed1-cohort{COHORT_VERSION}-subjects64-float32-5min"
+    assert compare_archs.table_tag(arguments(demo_seed=3)) == f"-cohort{COHORT_VERSION}-cohortseed3-float32"
     # real data: no cohort in the name
     assert compare_archs.table_tag(arguments(data="/oasis", budgets=["images"], parallel=True)) == \
         "-float32-parallel-700steps"

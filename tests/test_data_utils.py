@@ -218,6 +218,24 @@ def test_demo_cohort_is_deterministic_and_reused(tmp_path, demo_dir):
     assert {p: p.stat().st_mtime_ns for p in demo_dir.rglob("*.png")} == before
 
 
+def test_the_demo_seed_chooses_the_cohort_and_the_training_seed_does_not(monkeypatch):
+    from oasis_gan import demo_cohort
+    from oasis_gan.config import ConfigError, TrainConfig
+
+    built = []
+    monkeypatch.setattr(data_utils, "make_demo_dataset", lambda root, **settings: built.append(settings))
+    for config in (TrainConfig(demo=True, steps=1, seed=5), TrainConfig(demo=True, steps=1, demo_seed=2)):
+        data_utils.training_folder(config.validate())
+    assert [settings["seed"] for settings in built] == [0, 2]
+    # another cohort seed: other subjects, split otherwise
+    assert not np.array_equal(demo_cohort.render_subject(2, 1)[16], demo_cohort.render_subject(0, 1)[16])
+    assert demo_cohort.subject_splits(48, 2) != demo_cohort.subject_splits(48, 0)
+    assert data_utils.demo_cohort_name(TrainConfig(demo=True, steps=1)) == "demo cohort (48 subjects) in data/demo"
+    assert "cohort seed 2" in data_utils.demo_cohort_name(TrainConfig(demo=True, steps=1, demo_seed=2))
+    with pytest.raises(ConfigError, match="demo_seed"):
+        TrainConfig(demo=True, steps=1, demo_seed=-1).validate()
+
+
 def test_demo_cohort_refuses_to_overwrite_foreign_data(tmp_path):
     foreign = tmp_path / "keras_png_slices_data" / "keras_png_slices_train"
     foreign.mkdir(parents=True)
