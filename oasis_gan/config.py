@@ -151,7 +151,7 @@ class TrainConfig:
                                  flag="--demo-subjects", type=int, notebook="DEMO_SUBJECTS")
     demo_seed: int = setting(0, "which demo cohort: its subjects and their split into train, validate and test "
                              "(--seed seeds the training); default 0, the cohort every figure in docs/ was measured on",
-                             flag="--demo-seed", type=int)
+                             flag="--demo-seed", type=int, notebook="DEMO_SEED")
     splits: tuple = setting(("train", "validate", "test"),
                             "splits to train on (the earlier project seed 000 trained on all three)",
                             flag="--splits", type=str, choices=SPLITS, action="append", notebook="SPLITS")
