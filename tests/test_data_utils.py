@@ -1,6 +1,7 @@
 """Loading OASIS-style PNG folders, the cache, bad input, and the demo cohort."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,6 +235,10 @@ def test_the_demo_seed_chooses_the_cohort_and_the_training_seed_does_not(monkeyp
     assert "cohort seed 2" in data_utils.demo_cohort_name(TrainConfig(demo=True, steps=1, demo_seed=2))
     with pytest.raises(ConfigError, match="demo_seed"):
         TrainConfig(demo=True, steps=1, demo_seed=-1).validate()
+    # a run folder from before the setting trained on cohort 0, and resumes and evaluates on it
+    from oasis_gan.runs.run_folder import settings_from
+
+    assert settings_from({"arch": "dcgan-ada", "demo": True, "steps": 1}, Path("config.json")).demo_seed == 0
 
 
 def test_demo_cohort_refuses_to_overwrite_foreign_data(tmp_path):
