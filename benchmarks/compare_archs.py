@@ -274,8 +274,9 @@ def add_shared_flags(parser: argparse.ArgumentParser, held_out: str = "test") ->
     parser.add_argument("--demo-root", default="data/demo", help="where the demo cohort is (built if missing)")
     parser.add_argument("--demo-subjects", type=int, default=DEMO_SUBJECTS,
                         help=f"demo cohort size (default {DEMO_SUBJECTS}); another size rebuilds --demo-root")
-    parser.add_argument("--demo-seed", type=int, default=0,
-                        help="which demo cohort (train.py --demo-seed; default 0); another rebuilds --demo-root")
+    parser.add_argument("--demo-seed", type=int, default=TrainConfig.demo_seed,
+                        help=f"which demo cohort (train.py --demo-seed; default {TrainConfig.demo_seed}); another "
+                             "rebuilds --demo-root")
     parser.add_argument("--precision", default="float32", choices=("float32", "mixed_float16", "mixed_bfloat16"),
                         help="train.py --precision for every run (default float32)")
     parser.add_argument("--held-out", default=held_out, choices=("test", "validate"),
