@@ -42,12 +42,12 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # Training length when neither --epochs nor --steps is given: `--demo` alone must finish in
 # under 10 minutes on 2 CPU cores, cohort build included, with the default architecture.
 # dcgan-ada trains 2000 steps of 16 at 64x64 in bfloat16 in 5.7 to 7.6 minutes with the cohort
-# build (343 s and 458 s measured on 2 Xeon cores with AMX, in a quiet and a busy hour; 556 s on
-# 2 AMD EPYC cores with AVX512-BF16, 64 images/s; docs/results.md), where the CPU computes bfloat16
-# natively; float32 takes about 1.3x as long per step (measured for dcgan-plus on the Xeon; 1.5x
-# for dcgan-ada on the EPYC), so 1600.  Until 2026-12-06 the length was 1250 and 1000,
-# dcgan-plus's; other architectures take longer per step (dcgan-plus about 1.3x, stylegan about
-# 4x): cap them with --minutes.
+# build (343 s and 458 s measured on 2 Xeon cores with AMX, in a quiet and a busy hour; 556 s and
+# 594 s on 2 AMD EPYC cores with AVX512-BF16, 64 and 60 images/s: at the edge; docs/results.md),
+# where the CPU computes bfloat16 natively; float32 takes about 1.3x as long per step (measured for
+# dcgan-plus on the Xeon; 1.5x for dcgan-ada on the EPYC), so 1600.  Until 2026-12-06 the length
+# was 1250 and 1000, dcgan-plus's; other architectures take longer per step (dcgan-plus about
+# 1.3x, stylegan about 4x): cap them with --minutes.
 DEMO_LENGTH = {"steps": 1600, "bfloat16_steps": 2000, "batch_size": 16}
 DATA_EPOCHS = 50
 MAX_SEED = 2**32 - 1  # what every random generator here takes

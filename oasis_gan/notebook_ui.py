@@ -180,7 +180,8 @@ def describe_config(run_config: config.TrainConfig) -> str:
     dropout = "" if not c.d_dropout else f"; D dropout {c.d_dropout:g}"
     return (f"{c.arch} at {c.image_size}x{c.image_size}, latent {c.latent_dim}, "
             f"batch {c.batch_size}, {length}; G lr {c.g_learning_rate:g}, D lr {c.d_learning_rate:g}{schedule}, "
-            f"beta1 {c.beta_1:g}{dropout}; flips {'on' if c.flip else 'off'}; seed {c.seed}; {c.precision}"
+            f"beta1 {c.beta_1:g}, beta2 {c.beta_2:g}{dropout}; flips {'on' if c.flip else 'off'}; seed {c.seed}; "
+            f"{c.precision}"
             f"{'' if c.devices == 1 else f' on {c.devices} devices'}; data: {source}")
 
 

@@ -82,7 +82,8 @@ def test_the_default_dcgan_ada_is_seed_000s_networks_with_the_regularisers():
     assert default.arch == "dcgan-ada" and default.latent_dim == 256
     assert (default.r1_gamma, default.ema_kimg, default.augment) == (0.0002 * 64**2 / 16, 5.0, "ada")
     # twice seed 000's G rate and 8x its D rate for half the run, then falling to half of that; no dropout in D
-    assert (default.g_learning_rate, default.d_learning_rate, default.beta_1) == (4e-4, 8e-4, 0.5)
+    assert (default.g_learning_rate, default.d_learning_rate) == (4e-4, 8e-4)
+    assert (default.beta_1, default.beta_2) == (0.0, 0.99)  # StyleGAN2's Adam betas, not the seeds' 0.5 and 0.999
     assert (default.lr_end, default.lr_decay_start, default.d_dropout) == (0.5, 0.5, 0.0)
     assert default.ema_rampup == 0.1  # the EMA's half-life ramps to a tenth of the images seen (StyleGAN2-ADA: 0.05)
     asked = TrainConfig(data_dir="x", steps=1, ema_rampup=0.05).validate().resolved()
@@ -90,6 +91,7 @@ def test_the_default_dcgan_ada_is_seed_000s_networks_with_the_regularisers():
     seed_000 = TrainConfig(data_dir="x", steps=1, arch="dcgan").validate().resolved()
     assert (seed_000.g_learning_rate, seed_000.d_learning_rate, seed_000.lr_end, seed_000.d_dropout) == (
         2e-4, 1e-4, 1.0, 0.4)
+    assert (seed_000.beta_1, seed_000.beta_2) == (0.5, 0.999)
     for build in (modelscript.build_generator, modelscript.build_discriminator):
         ada, seed = build("dcgan-ada", 64), build("dcgan", 64)
         assert ada.name == seed.name  # dcgan_generator_64, dcgan_discriminator_64

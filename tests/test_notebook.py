@@ -175,7 +175,7 @@ def test_epochs_wins_over_steps():
                   STEPS=100, BATCH_SIZE=8, D_LEARNING_RATE=1e-3)
     config = notebook_ui.make_config(values)
     assert config.epochs == 2 and config.steps is None and not config.demo
-    assert (config.g_learning_rate, config.d_learning_rate, config.beta_1) == (4e-4, 1e-3, 0.5)  # None: dcgan-ada's own
+    assert (config.g_learning_rate, config.d_learning_rate, config.beta_1) == (4e-4, 1e-3, 0.0)  # None: dcgan-ada's own
     assert (config.lr_end, config.lr_decay_start, config.d_dropout) == (0.5, 0.5, 0.0)  # dcgan-ada's, not a widget's
 
 
