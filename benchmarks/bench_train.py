@@ -17,7 +17,8 @@ same machine:
 * ``engine``: the project's compiled step (the architecture's
   ``train_step``, oasis_gan/architectures/gan.py): a tf.function on TensorFlow, jax.jit on JAX.
 * ``engine-xla``: the same with XLA ``jit_compile`` (TensorFlow only; JAX
-  always compiles with XLA).
+  always compiles with XLA; not for the architectures that augment by
+  default, whose augmentation TensorFlow's XLA cannot compile).
 * ``trainer``: ``Trainer.train_one_step`` as a run calls it: drawing the
   batch (indices, flips, latents; gathered on the device when there is an
   accelerator), the compiled step and the per-step bookkeeping; the
@@ -205,9 +206,13 @@ def main() -> None:
     for arch in args.archs:
         for size in args.sizes:
             for precision in args.precisions:
-                modes = [mode for mode in args.modes if not (backend != "tensorflow" and mode in TENSORFLOW_ONLY)
-                         and not (mode == "plain" and arch == "stylegan")]
                 entry = table.get(arch)
+                # TensorFlow's XLA cannot compile the adaptive augmentation, on by default for the regularised ones
+                modes = [mode for mode in args.modes if not (backend != "tensorflow" and mode in TENSORFLOW_ONLY)
+                         and not (mode == "plain" and arch == "stylegan")
+                         and not (mode == "engine-xla" and entry.regularised)]
+                if "engine-xla" in args.modes and "engine-xla" not in modes and backend == "tensorflow":
+                    print(f"{arch}: no engine-xla row (XLA cannot compile its adaptive augmentation on TensorFlow)")
                 dropouts = tuple(args.d_dropouts) if args.d_dropouts and entry.has_dropout else (None,)
                 rates, forward, step_flops = time_modes(arch, size, args.batch_size, modes, precision, args.steps,
                                                         args.repeats, args.warmup, dropouts)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 from oasis_gan.architectures import table
@@ -251,6 +252,7 @@ class TrainConfig:
     deterministic: bool = setting(False, "deterministic kernels: bit-exact reruns (slower on a GPU)",
                                   flag="--deterministic", type=bool, action="store_true", notebook="DETERMINISTIC")
     jit_compile: bool = setting(False, "compile the TensorFlow step with XLA (for GPUs; slower on the CPU; "
+                                       "not with the adaptive augmentation: add --augment off; "
                                        "the JAX engine always compiles with XLA)",
                                 flag="--xla", type=bool, action="store_true")
     # --- speed and scale (none of these change what a run computes, up to rounding)
@@ -347,6 +349,12 @@ class TrainConfig:
         _check(self, "devices", _is_int, "a positive integer or -1 (all)", lambda value: value >= 1 or value == -1)
         if not self.splits or any(split not in SPLITS for split in self.splits):
             raise ConfigError("splits", f"must be a non-empty subset of {SPLITS}, got {self.splits!r}")
+        augments = self.augment == "ada" or (self.augment is None and table.get(self.arch).regularised)
+        if self.jit_compile and augments and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+            # TensorFlow's XLA bridge has no kernel for the image transform the augmentation draws (tf2xla fails).
+            raise ConfigError("jit_compile", f"XLA cannot compile the adaptive augmentation on TensorFlow ({self.arch} "
+                                             "augments by default): drop --xla, add --augment off, or use "
+                                             "KERAS_BACKEND=jax, whose steps are always compiled by XLA")
         return self
 
     def total_steps(self, n_images: int) -> int:

@@ -187,6 +187,19 @@ def test_xla_compiled_step_trains(tmp_path, tiny_images):
     assert all(np.isfinite(float(row["g_loss"])) for row in rows)
 
 
+def test_xla_with_the_adaptive_augmentation_is_refused_by_flag_before_anything_is_built(monkeypatch):
+    # TensorFlow's XLA bridge cannot compile the augmentation's image transform: a clear error, not a tf2xla trace.
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    with pytest.raises(ConfigError, match=r"jit_compile: XLA cannot compile the adaptive augmentation.*--augment off"):
+        TrainConfig(data_dir="x", steps=1, jit_compile=True).validate()  # dcgan-ada augments by default
+    with pytest.raises(ConfigError, match="jit_compile"):
+        small_config(jit_compile=True, augment="ada").validate()
+    small_config(jit_compile=True).validate()  # seed 000's dcgan does not augment
+    TrainConfig(data_dir="x", steps=1, jit_compile=True, augment="off").validate()
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    TrainConfig(data_dir="x", steps=1, jit_compile=True).validate()  # JAX compiles every step with XLA anyway
+
+
 def test_resume_restores_step_optimizer_and_matches_an_uninterrupted_run(tmp_path, tiny_images):
     # --deterministic, as the seed's promise of bit-exact reruns says: without it, a thread-timed reduction's
     # order can differ on a loaded machine, and in bfloat16 (auto on AMX cores) a GAN grows that into 1e-3 in
