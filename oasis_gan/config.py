@@ -352,9 +352,10 @@ class TrainConfig:
         augments = self.augment == "ada" or (self.augment is None and table.get(self.arch).regularised)
         if self.jit_compile and augments and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
             # TensorFlow's XLA bridge has no kernel for the image transform the augmentation draws (tf2xla fails).
-            raise ConfigError("jit_compile", f"XLA cannot compile the adaptive augmentation on TensorFlow ({self.arch} "
-                                             "augments by default): drop --xla, add --augment off, or use "
-                                             "KERAS_BACKEND=jax, whose steps are always compiled by XLA")
+            why = f" ({self.arch} augments by default)" if self.augment is None else ""
+            raise ConfigError("jit_compile", f"XLA cannot compile the adaptive augmentation on TensorFlow{why}: drop "
+                                             "--xla, add --augment off, or use KERAS_BACKEND=jax, whose steps are "
+                                             "always compiled by XLA")
         return self
 
     def total_steps(self, n_images: int) -> int:
