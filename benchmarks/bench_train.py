@@ -207,12 +207,15 @@ def main() -> None:
         for size in args.sizes:
             for precision in args.precisions:
                 entry = table.get(arch)
-                # TensorFlow's XLA cannot compile the adaptive augmentation, on by default for the regularised ones
+                # TensorFlow's XLA cannot compile the adaptive augmentation (TrainConfig.validate refuses it)
+                xla_refused = bench_config(arch, size, args.batch_size, precision).augment == "ada"
+                if "engine-xla" in args.modes and backend == "tensorflow" and xla_refused:
+                    print(f"{arch}: no engine-xla row (XLA cannot compile its adaptive augmentation on TensorFlow)")
                 modes = [mode for mode in args.modes if not (backend != "tensorflow" and mode in TENSORFLOW_ONLY)
                          and not (mode == "plain" and arch == "stylegan")
-                         and not (mode == "engine-xla" and entry.regularised)]
-                if "engine-xla" in args.modes and "engine-xla" not in modes and backend == "tensorflow":
-                    print(f"{arch}: no engine-xla row (XLA cannot compile its adaptive augmentation on TensorFlow)")
+                         and not (mode == "engine-xla" and xla_refused)]
+                if not modes:
+                    continue
                 dropouts = tuple(args.d_dropouts) if args.d_dropouts and entry.has_dropout else (None,)
                 rates, forward, step_flops = time_modes(arch, size, args.batch_size, modes, precision, args.steps,
                                                         args.repeats, args.warmup, dropouts)

@@ -57,8 +57,6 @@ MAX_LATENT_DIM = 8192  # 16x the largest architecture default; larger only fills
 
 def backend_problem() -> str | None:
     """Why KERAS_BACKEND cannot train here (None: it can); checked before Keras is imported."""
-    import os
-
     backend = os.environ.get("KERAS_BACKEND")
     if backend and backend not in BACKENDS:
         return (f"KERAS_BACKEND={backend!r} is not supported: this project runs on "
@@ -68,8 +66,6 @@ def backend_problem() -> str | None:
 
 def available_memory() -> int:
     """Bytes of memory this machine can give a new allocation now (MemAvailable on Linux, else all of it)."""
-    import os
-
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
@@ -349,7 +345,7 @@ class TrainConfig:
         _check(self, "devices", _is_int, "a positive integer or -1 (all)", lambda value: value >= 1 or value == -1)
         if not self.splits or any(split not in SPLITS for split in self.splits):
             raise ConfigError("splits", f"must be a non-empty subset of {SPLITS}, got {self.splits!r}")
-        augments = self.augment == "ada" or (self.augment is None and table.get(self.arch).regularised)
+        augments = self.resolved().augment == "ada"
         if self.jit_compile and augments and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
             # TensorFlow's XLA bridge has no kernel for the image transform the augmentation draws (tf2xla fails).
             why = f" ({self.arch} augments by default)" if self.augment is None else ""

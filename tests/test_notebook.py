@@ -143,7 +143,8 @@ def test_every_notebook_setting_reaches_the_config_field_that_declares_it():
         changed = dict(notebook_ui.parameters(namespace))
         changed[name] = {"arch": "stylegan", "image_size": 32, "latent_dim": 7, "batch_size": 5, "steps": 9,
                          "g_learning_rate": 0.01, "d_learning_rate": 0.02, "beta_1": 0.3, "flip": False,
-                         "demo_root": "elsewhere", "demo_subjects": 4, "demo_seed": 3, "seed": 11, "precision": "mixed_bfloat16",
+                         "demo_root": "elsewhere", "demo_subjects": 4, "demo_seed": 3, "seed": 11,
+                         "precision": "mixed_bfloat16",
                          "devices": 2, "deterministic": True}[item.name]
         assert getattr(notebook_ui.make_config(changed), item.name) == changed[name], name
     assert notebook_ui.make_config(notebook_ui.parameters(namespace)).splits == tuple(namespace["SPLITS"])
